@@ -1,0 +1,294 @@
+"""Linear-SVM baselines of DeepSphere: power spectrum or histogram features.
+
+Both classifiers standardise their features with the training mean and
+standard deviation, train a linear SVM (:class:`sklearn.svm.LinearSVC`) for
+each regularisation constant ``C`` of a log grid, and keep the one with the
+best accuracy on the validation data, as in Perraudin et al. (2019).
+scikit-learn is an optional dependency: ``pip install pyg_sphere[baselines]``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import healpy as hp
+import numpy as np
+
+from .features import (as_samples, check_patch_pixels, histogram,
+                       histogram_edges, power_spectrum)
+
+__all__ = ["PSDClassifier", "HistogramClassifier"]
+
+#: Default grid of SVM regularisation constants.
+DEFAULT_CS = tuple(10.0 ** np.arange(-3, 3))
+
+
+def _linear_svc():
+    try:
+        from sklearn.svm import LinearSVC
+    except ImportError as err:
+        raise ImportError(
+            "The SVM baselines need scikit-learn: pip install pyg_sphere[baselines]"
+        ) from err
+    return LinearSVC
+
+
+def _as_labels(y, num_samples: int, name: str) -> np.ndarray:
+    if hasattr(y, "detach"):
+        y = y.detach().cpu().numpy()
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != num_samples:
+        raise ValueError(
+            f"`{name}` must hold one label per sample ({num_samples}), got shape "
+            f"{y.shape}.")
+    return y
+
+
+class _SVMBaseline:
+    """Shared logic: features -> standardisation -> linear SVM, C on validation."""
+
+    def __init__(self, Cs: Sequence[float], max_iter: int):
+        Cs = np.sort(np.asarray(Cs, dtype=np.float64).ravel())
+        if len(Cs) == 0 or (Cs <= 0).any():
+            raise ValueError(f"`Cs` must be a non-empty list of positive numbers, got {Cs}.")
+        _linear_svc()  # fail at construction, not after computing features
+        self.Cs = Cs
+        self.max_iter = max_iter
+        self.best_C: float | None = None
+        self.val_accuracies: np.ndarray | None = None
+        self.num_pixels: int | None = None
+        self.mean: np.ndarray | None = None  # training feature statistics
+        self.scale: np.ndarray | None = None
+        self.svm = None
+
+    # Subclasses: learn feature parameters from the training data, then map
+    # samples [num_samples, num_pixels] to raw features.
+    def _fit_features(self, x: np.ndarray) -> None:
+        pass
+
+    def _features(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def _samples(self, x, name: str) -> np.ndarray:
+        x = as_samples(x, name)
+        if self.num_pixels is not None and x.shape[1] != self.num_pixels:
+            raise ValueError(
+                f"`{name}` has {x.shape[1]} pixels per sample but the classifier "
+                f"was fitted on {self.num_pixels}.")
+        return x
+
+    def _standardised(self, x: np.ndarray) -> np.ndarray:
+        return (self._features(x) - self.mean) / self.scale
+
+    def transform(self, x) -> np.ndarray:
+        """Standardised features ``[num_samples, num_features]`` of samples ``x``."""
+        self._check_fitted()
+        return self._standardised(self._samples(x, "x"))
+
+    def fit(self, x_train, y_train, x_val=None, y_val=None):
+        """Fit one SVM per ``C`` on the training data; keep the best on validation.
+
+        Ties keep the smallest ``C`` (the strongest regularisation). Without
+        validation data, ``Cs`` must hold a single value.
+
+        Args:
+            x_train: ``[num_samples, num_pixels]`` or ``[..., 1]`` patch values.
+            y_train: ``[num_samples]`` class labels.
+            x_val: validation patches, same layout.
+            y_val: validation labels.
+
+        Returns:
+            ``self``.
+        """
+        LinearSVC = _linear_svc()
+        self.num_pixels = None
+        x_train = self._samples(x_train, "x_train")
+        y_train = _as_labels(y_train, len(x_train), "y_train")
+        if len(np.unique(y_train)) < 2:
+            raise ValueError("`y_train` must contain at least two classes.")
+        if (x_val is None) != (y_val is None):
+            raise ValueError("Give both `x_val` and `y_val`, or neither.")
+        if x_val is None and len(self.Cs) > 1:
+            raise ValueError(
+                f"Choosing C among {len(self.Cs)} values needs validation data: "
+                "pass x_val and y_val, or a single value in `Cs`.")
+        self.num_pixels = x_train.shape[1]
+        if x_val is not None:
+            x_val = self._samples(x_val, "x_val")
+            y_val = _as_labels(y_val, len(x_val), "y_val")
+
+        self._fit_features(x_train)
+        features = self._features(x_train)
+        self.mean = features.mean(axis=0)
+        std = features.std(axis=0)
+        # Constant features (e.g. ell = 0, weighted by 0) carry nothing: keep them at 0.
+        self.scale = np.where(std > 0, std, 1.0)
+        features = (features - self.mean) / self.scale
+        val_features = None if x_val is None else self._standardised(x_val)
+
+        best, accuracies = None, []
+        for C in self.Cs:
+            svm = LinearSVC(C=C, max_iter=self.max_iter, random_state=0)
+            svm.fit(features, y_train)
+            if val_features is None:
+                best = svm
+                break
+            accuracies.append(svm.score(val_features, y_val))
+            if accuracies[-1] > max(accuracies[:-1], default=-1.0):
+                best = svm
+        self.svm = best
+        self.best_C = float(best.C)
+        self.val_accuracies = np.asarray(accuracies) if accuracies else None
+        return self
+
+    def _check_fitted(self):
+        if self.svm is None:
+            raise RuntimeError(f"This {type(self).__name__} is not fitted yet: call fit() first.")
+
+    def predict(self, x) -> np.ndarray:
+        """Predicted labels ``[num_samples]`` of patches ``x``."""
+        features = self.transform(x)
+        return self.svm.predict(features)
+
+    def score(self, x, y) -> float:
+        """Accuracy on patches ``x`` with labels ``y``."""
+        prediction = self.predict(x)
+        return float(np.mean(prediction == _as_labels(y, len(prediction), "y")))
+
+    def _repr_args(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        fitted = f", best_C={self.best_C:g}" if self.best_C is not None else ""
+        return f"{type(self).__name__}({self._repr_args()}{fitted})"
+
+
+class PSDClassifier(_SVMBaseline):
+    r"""Linear SVM on the power spectra of patches (DeepSphere's PSD baseline).
+
+    Features: :func:`~pyg_sphere.baselines.power_spectrum`, i.e.
+    :math:`\ell(\ell+1)\,C_\ell` of each patch by :func:`healpy.anafast`
+    (optionally averaged in :math:`\ell` bins), standardised with the
+    training statistics. Note that per-feature standardisation cancels the
+    :math:`\ell(\ell+1)` weight except inside bins. ``C`` is chosen on the
+    validation data.
+
+    Args:
+        nside: HEALPix resolution of the patches.
+        pixels: nested pixel ids of the patch values (1-D). ``None`` places
+            each patch on the first ``num_pixels`` nested pixels (patch 0),
+            as DeepSphere did.
+        lmax: largest multipole (default ``3 * nside - 1``).
+        bins: ``None``, a number of equal-width :math:`\ell` bins or bin edges.
+        Cs: grid of SVM regularisation constants tried (kept sorted ascending).
+        max_iter: iterations limit of :class:`sklearn.svm.LinearSVC`.
+        iter: Jacobi iterations of :func:`healpy.anafast`.
+
+    Shapes:
+        - **input:** patch values ``[num_samples, num_pixels]`` or
+          ``[num_samples, num_pixels, 1]`` in nested order (numpy or torch),
+          labels ``[num_samples]``
+        - **output:** labels ``[num_samples]`` (:meth:`predict`)
+
+    Attributes:
+        best_C (float): the chosen ``C``.
+        val_accuracies (numpy.ndarray): validation accuracy for each of ``Cs``
+            (``None`` when fitted without validation data).
+        svm: the fitted :class:`sklearn.svm.LinearSVC`.
+
+    Example::
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> white = rng.standard_normal((100, 64))  # order-1 patches at nside 8
+        >>> # Red noise: white noise averaged over the 4 children of each nside-4 pixel.
+        >>> red = rng.standard_normal((100, 16)).repeat(4, axis=1)
+        >>> x, y = np.concatenate([white, red]), np.repeat([0, 1], 100)
+        >>> clf = PSDClassifier(nside=8, bins=6)
+        >>> clf.fit(x[::2], y[::2], x[1::4], y[1::4]).score(x[3::4], y[3::4]) > 0.9
+        True
+    """
+
+    def __init__(self, nside: int, pixels=None, *, lmax: int | None = None,
+                 bins: int | Sequence[int] | None = None,
+                 Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 10_000,
+                 iter: int = 0):
+        if pixels is not None:  # validate now; the length fixes num_pixels
+            pixels = check_patch_pixels(nside, pixels, len(pixels))
+        elif not hp.isnsideok(nside, nest=True):
+            raise ValueError(f"`nside` must be a power of 2, got {nside!r}.")
+        super().__init__(Cs, max_iter)
+        self.nside = nside
+        self.pixels = pixels
+        self.lmax = 3 * nside - 1 if lmax is None else int(lmax)
+        self.bins = bins
+        self.iter = iter
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        return power_spectrum(x, self.nside, self.pixels, lmax=self.lmax,
+                              bins=self.bins, iter=self.iter)
+
+    def _repr_args(self) -> str:
+        where = "patch 0" if self.pixels is None else f"{len(self.pixels)} pixels"
+        return f"nside={self.nside}, {where}, lmax={self.lmax}, bins={self.bins}"
+
+
+class HistogramClassifier(_SVMBaseline):
+    """Linear SVM on histograms of pixel values (DeepSphere's histogram baseline).
+
+    Features: the fraction of the pixels of a patch in each of ``bins``
+    equal-width bins (:func:`~pyg_sphere.baselines.histogram`), whose range is
+    fixed from percentiles of the training pixel values
+    (:func:`~pyg_sphere.baselines.histogram_edges`), standardised with the
+    training statistics. ``C`` is chosen on the validation data.
+
+    Args:
+        bins: number of histogram bins (the paper: 100).
+        percentiles: percentiles of the training values bounding the bins;
+            values beyond fall in the end bins.
+        Cs: grid of SVM regularisation constants tried (kept sorted ascending).
+        max_iter: iterations limit of :class:`sklearn.svm.LinearSVC`.
+
+    Shapes:
+        - **input:** patch values ``[num_samples, num_pixels]`` or
+          ``[num_samples, num_pixels, 1]`` (numpy or torch), labels
+          ``[num_samples]``
+        - **output:** labels ``[num_samples]`` (:meth:`predict`)
+
+    Attributes:
+        edges (numpy.ndarray): the ``bins + 1`` bin edges fitted on training data.
+        best_C (float): the chosen ``C``.
+        val_accuracies (numpy.ndarray): validation accuracy for each of ``Cs``
+            (``None`` when fitted without validation data).
+        svm: the fitted :class:`sklearn.svm.LinearSVC`.
+
+    Example::
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.standard_normal((200, 256)) * np.repeat([1.0, 1.2], 100)[:, None]
+        >>> y = np.repeat([0, 1], 100)
+        >>> clf = HistogramClassifier(bins=20)
+        >>> clf.fit(x[::2], y[::2], x[1::4], y[1::4]).score(x[3::4], y[3::4]) > 0.9
+        True
+    """
+
+    def __init__(self, bins: int = 100, *,
+                 percentiles: tuple[float, float] = (0.1, 99.9),
+                 Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 10_000):
+        if int(bins) != bins or bins < 1:
+            raise ValueError(f"`bins` must be a positive integer, got {bins!r}.")
+        super().__init__(Cs, max_iter)
+        self.bins = int(bins)
+        self.percentiles = percentiles
+        self.edges: np.ndarray | None = None
+
+    def _fit_features(self, x: np.ndarray) -> None:
+        self.edges = histogram_edges(x, self.bins, self.percentiles)
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        return histogram(x, self.edges)
+
+    def _repr_args(self) -> str:
+        return f"bins={self.bins}, percentiles={self.percentiles}"
