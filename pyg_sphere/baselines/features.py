@@ -17,16 +17,31 @@ import numpy as np
 __all__ = ["power_spectrum", "histogram", "histogram_edges"]
 
 
-def as_samples(x, name: str = "x") -> np.ndarray:
-    """Return ``x`` as a float64 numpy array ``[num_samples, num_pixels]``.
+# Large inputs are scanned in blocks of rows of about this many values, so that
+# temporaries stay small (patches of nside-1024 maps reach 10^9 values).
+_BLOCK_VALUES = 2 ** 22
 
-    Accepts numpy arrays, torch tensors and nested sequences shaped
-    ``[num_samples, num_pixels]`` or ``[num_samples, num_pixels, 1]``.
+
+def _row_blocks(x: np.ndarray):
+    step = max(1, _BLOCK_VALUES // x.shape[1])
+    for start in range(0, len(x), step):
+        yield start, x[start:start + step]
+
+
+def as_samples(x, name: str = "x") -> np.ndarray:
+    """Return ``x`` as a numpy array ``[num_samples, num_pixels]`` and check it.
+
+    Accepts numpy arrays (memory maps included), torch tensors and nested
+    sequences shaped ``[num_samples, num_pixels]`` or
+    ``[num_samples, num_pixels, 1]``. Floating arrays keep their dtype (no
+    float64 copy of a large float32 collection); integers become float64.
     """
     if hasattr(x, "detach"):  # torch tensor, without importing torch
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+    if np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float64)
+    elif not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"`{name}` must hold real numbers, got dtype {x.dtype}.")
     if x.ndim == 3 and x.shape[2] == 1:
         x = x[:, :, 0]
@@ -38,14 +53,14 @@ def as_samples(x, name: str = "x") -> np.ndarray:
             f"[num_samples, num_pixels, 1], got {tuple(x.shape)}.{hint}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"`{name}` is empty (shape {tuple(x.shape)}).")
-    x = x.astype(np.float64, copy=False)
-    if not np.isfinite(x).all():
-        raise ValueError(f"`{name}` contains NaN or infinite values.")
-    if (x == hp.UNSEEN).any():
-        raise ValueError(
-            f"`{name}` contains healpy.UNSEEN values: the features need fully "
-            "observed patches; restrict `pixels` (and the columns of x) to the "
-            "observed pixels.")
+    for _, block in _row_blocks(x):
+        if not np.isfinite(block).all():
+            raise ValueError(f"`{name}` contains NaN or infinite values.")
+        if (block == hp.UNSEEN).any():
+            raise ValueError(
+                f"`{name}` contains healpy.UNSEEN values: the features need fully "
+                "observed patches; restrict `pixels` (and the columns of x) to the "
+                "observed pixels.")
     return x
 
 
@@ -208,7 +223,7 @@ def histogram_edges(x, bins: int = 100,
         raise ValueError(
             f"The data are constant between the {lo_q} and {hi_q} percentiles "
             f"({lo}): a histogram cannot be binned; widen `percentiles`.")
-    return np.linspace(lo, hi, int(bins) + 1)
+    return np.linspace(float(lo), float(hi), int(bins) + 1)
 
 
 def histogram(x, edges) -> np.ndarray:
@@ -240,10 +255,13 @@ def histogram(x, edges) -> np.ndarray:
     if edges.ndim != 1 or len(edges) < 2 or not (np.diff(edges) > 0).all():
         raise ValueError("`edges` must be a 1-D increasing array of at least 2 values.")
     num_bins = len(edges) - 1
-    # Bin i holds edges[i] <= v < edges[i+1]; the clip sends the tails (and the
-    # right-most edge, as numpy does) to the end bins.
-    which = np.searchsorted(edges, x, side="right") - 1
-    np.clip(which, 0, num_bins - 1, out=which)
-    which += num_bins * np.arange(len(x))[:, None]
-    counts = np.bincount(which.ravel(), minlength=len(x) * num_bins)
-    return counts.reshape(len(x), num_bins) / x.shape[1]
+    counts = np.empty((len(x), num_bins), dtype=np.int64)
+    for start, block in _row_blocks(x):
+        # Bin i holds edges[i] <= v < edges[i+1]; the clip sends the tails (and
+        # the right-most edge, as numpy does) to the end bins.
+        which = np.searchsorted(edges, block, side="right") - 1
+        np.clip(which, 0, num_bins - 1, out=which)
+        which += num_bins * np.arange(len(block))[:, None]  # one bincount for all rows
+        counts[start:start + len(block)] = np.bincount(
+            which.ravel(), minlength=len(block) * num_bins).reshape(len(block), num_bins)
+    return counts / x.shape[1]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyg_sphere.baselines import histogram, histogram_edges, power_spectrum
+from pyg_sphere.baselines import features, histogram, histogram_edges, power_spectrum
 
 NSIDE, ORDER = 32, 2
 NPIX = hp.nside2npix(NSIDE)
@@ -102,12 +102,25 @@ def test_histogram_edges_from_percentiles():
     np.testing.assert_allclose(sub[[0, -1]], np.percentile(x, [5, 95]), rtol=0.1)
 
 
+def test_large_inputs_are_processed_in_blocks(monkeypatch):
+    values = np.random.default_rng(3).standard_normal((50, PATCH)).astype(np.float32)
+    edges = histogram_edges(values, bins=20)
+    expected = histogram(values, edges)
+    monkeypatch.setattr(features, "_BLOCK_VALUES", 3 * PATCH)  # blocks of 3 rows
+    np.testing.assert_array_equal(histogram(values, edges), expected)
+    np.testing.assert_array_equal(histogram(values[..., None], edges), expected)
+    values[-1, 7] = np.nan  # in the last block
+    with pytest.raises(ValueError, match="NaN"):
+        histogram(values, edges)
+
+
 @pytest.mark.parametrize("bad, match", [
     (np.zeros(PATCH), r"\[1, num_pixels\]"),
     (np.zeros((2, PATCH, 3)), "num_samples, num_pixels"),
     (np.zeros((0, PATCH)), "empty"),
     (np.full((2, PATCH), np.nan), "NaN"),
     (np.full((2, PATCH), hp.UNSEEN), "UNSEEN"),
+    (np.full((2, PATCH), hp.UNSEEN, dtype=np.float32), "UNSEEN"),
 ])
 def test_bad_samples(bad, match):
     with pytest.raises(ValueError, match=match):
