@@ -51,6 +51,14 @@ def test_power_spectrum_default_is_patch_zero_and_full_lmax(x):
     assert not np.allclose(features, elsewhere)
 
 
+def test_power_spectrum_on_a_patch_of_nested_patches(x):
+    from pyg_sphere import nested_patches
+
+    patch = nested_patches(NSIDE, ORDER)[5]  # LongTensor of nested ids
+    np.testing.assert_allclose(power_spectrum(x, NSIDE, patch, lmax=30),
+                               power_spectrum(x, NSIDE, np.arange(5 * PATCH, 6 * PATCH), lmax=30))
+
+
 def test_power_spectrum_scattered_pixels(x):
     pixels = np.random.default_rng(1).choice(NPIX, PATCH, replace=False)
     np.testing.assert_allclose(power_spectrum(x, NSIDE, pixels, lmax=20)[1],
