@@ -116,9 +116,10 @@ def power_spectrum(x, nside: int, pixels=None, *, lmax: int | None = None,
             ``[num_samples, num_pixels, 1]`` (numpy array or torch tensor).
         nside: HEALPix resolution of the patches.
         pixels: nested pixel ids of the columns of ``x`` (1-D, ``num_pixels``
-            long), e.g. a row of :func:`pyg_sphere.nested_patches`. ``None`` places every patch on the first ``num_pixels``
-            nested pixels, i.e. patch 0 of a nested split, as DeepSphere did:
-            all patches then share one position.
+            long), e.g. a row of :func:`pyg_sphere.nested_patches`. ``None``
+            places every patch on the first ``num_pixels`` nested pixels, i.e.
+            patch 0 of a nested split, as DeepSphere did: all patches then
+            share one position.
         lmax: largest multipole, default ``3 * nside - 1``.
         bins: ``None`` (one feature per :math:`\ell = 0..lmax`), a number of
             equal-width :math:`\ell` bins, or increasing bin edges (bin ``i``
