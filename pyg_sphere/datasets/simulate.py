@@ -1,0 +1,518 @@
+r"""Lognormal weak-lensing convergence maps of the two DeepSphere cosmologies.
+
+DeepSphere's cosmology task tells apart convergence maps kappa (projected
+mass, dimensionless) of two LCDM models with nearly equal power spectra:
+
+=========  ========  =========  ==========================================
+label      Omega_m   sigma_8    (h = 0.7, n_s = 0.96, Omega_b = 0.05)
+=========  ========  =========  ==========================================
+0          0.31      0.82       model 1
+1          0.26      0.91       model 2 (0.9015 in the power-matched variant)
+=========  ========  =========  ==========================================
+
+The original N-body maps are not public, so this module makes realistic
+stand-ins. Each map is a *shifted lognormal* field
+
+.. math:: \kappa = \lambda\,\bigl(e^{g - \sigma_g^2/2} - 1\bigr),
+
+with :math:`g` a Gaussian field of variance :math:`\sigma_g^2`, so that
+:math:`\kappa \ge -\lambda`, :math:`\langle\kappa\rangle = 0` and the one-point
+distribution is positively skewed like the real one. The Gaussian spectrum is
+chosen so that :math:`\kappa` has the target spectrum :math:`C_\ell^{\kappa}`:
+through the correlation functions,
+:math:`\xi_g(\theta) = \ln(1 + \xi_\kappa(\theta)/\lambda^2)`
+(Hilbert, Hartlap & Schneider 2011; Xavier, Abdalla & Joachimi 2016).
+
+Target spectra and shifts come from a table shipped with the package
+(``data/convergence_cl.npz``, :math:`\ell \le 6144`), computed by
+``scripts/make_cl_table.py`` with pyccl: Eisenstein & Hu transfer function,
+halofit, Limber, sources in a narrow n(z) at z = 0.8 (mean 0.8, standard
+deviation 0.05). The shift :math:`\lambda` sets the non-Gaussianity (smaller
+shift, more skewed maps). It is the Hilbert et al. (2011, eq. 38) fit
+:math:`\kappa_0(z_s = 0.8) = 0.0212`, measured in the Millennium Simulation,
+transferred to each cosmology by the ratio of empty-beam convergences
+(:math:`\propto \Omega_m`): :math:`\lambda = 0.0246` for model 1 and
+:math:`0.0218` for model 2. Running the simulator needs no cosmology code and
+downloads nothing.
+
+Randomness comes only from :class:`numpy.random.Generator` objects (never
+numpy's or healpy's global state): map ``i`` of class ``label`` of a
+collection made with ``seed`` uses ``map_rng(seed, label, i)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import numbers
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import healpy as hp
+import numpy as np
+
+__all__ = [
+    "CosmologyModel",
+    "cosmology_models",
+    "lognormal_gaussian_cl",
+    "gaussian_alm",
+    "lognormal_map",
+    "map_rng",
+    "simulate_convergence_map",
+    "simulate_convergence_maps",
+    "MANIFEST_COLUMNS",
+]
+
+#: Header of ``raw/manifest.csv``, the format :class:`ConvergenceMaps` reads.
+MANIFEST_COLUMNS = ("file", "label", "omega_m", "sigma_8", "split")
+SPLITS = ("train", "val", "test")
+CL_TABLE = Path(__file__).resolve().parent / "data" / "convergence_cl.npz"
+
+
+@dataclass(frozen=True)
+class CosmologyModel:
+    """One class of the cosmology task, as tabulated in the shipped C_ell table.
+
+    Attributes:
+        name: ``"model1"``, ``"model2"`` or ``"model2_power_matched"``.
+        label: class label written in the manifest (0 or 1).
+        omega_m: matter density parameter.
+        sigma_8: amplitude of matter fluctuations.
+        shift: lognormal shift lambda (the convergence minimum, kappa >= -shift).
+        cl: read-only convergence power spectrum C_ell, ell = 0 ... ``lmax``.
+    """
+
+    name: str
+    label: int
+    omega_m: float
+    sigma_8: float
+    shift: float
+    cl: np.ndarray
+
+    @property
+    def lmax(self) -> int:
+        return len(self.cl) - 1
+
+    def __repr__(self) -> str:
+        return (f"CosmologyModel(name={self.name!r}, label={self.label}, "
+                f"omega_m={self.omega_m}, sigma_8={self.sigma_8:.4f}, shift={self.shift:.4f}, "
+                f"lmax={self.lmax})")
+
+
+@functools.lru_cache(maxsize=None)
+def _load_table() -> dict:
+    with np.load(CL_TABLE, allow_pickle=False) as f:
+        table = {k: f[k] for k in f.files}
+    for v in table.values():
+        v.flags.writeable = False
+    return table
+
+
+def cosmology_models(power_matched: bool = False) -> tuple[CosmologyModel, CosmologyModel]:
+    """The two classes (label 0 and 1) with their target spectra and lognormal shifts.
+
+    Args:
+        power_matched: if True, model 2 has sigma_8 tuned so that its spectrum
+            matches model 1's on 100 < ell < 1000 (least squares in ln C_ell),
+            so that only non-Gaussian information separates the classes.
+
+    Example:
+        >>> m1, m2 = cosmology_models()
+        >>> (m1.omega_m, m1.sigma_8, m2.omega_m, m2.sigma_8)
+        (0.31, 0.82, 0.26, 0.91)
+        >>> m1.lmax
+        6144
+        >>> round(cosmology_models(power_matched=True)[1].sigma_8, 3)
+        0.901
+    """
+    t = _load_table()
+    names = list(t["name"])
+    wanted = ("model1", "model2_power_matched" if power_matched else "model2")
+    models = []
+    for name in wanted:
+        i = names.index(name)
+        models.append(CosmologyModel(name=name, label=int(t["label"][i]),
+                                     omega_m=float(t["omega_m"][i]),
+                                     sigma_8=float(t["sigma_8"][i]),
+                                     shift=float(t["shift"][i]), cl=t["cl"][i]))
+    return models[0], models[1]
+
+
+@functools.lru_cache(maxsize=8)
+def _legendre_nodes(n: int) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.special import roots_legendre
+
+    x, w = roots_legendre(n)
+    x.flags.writeable = False
+    w.flags.writeable = False
+    return x, w
+
+
+def _legendre_project(f: np.ndarray, x: np.ndarray, lmax: int) -> np.ndarray:
+    """sum_i f_i P_ell(x_i) for ell = 0 ... lmax (upward recurrence, stable on [-1, 1])."""
+    out = np.empty(lmax + 1)
+    p0, p1, tmp = np.ones_like(x), x.copy(), np.empty_like(x)
+    out[0] = np.vdot(p0, f)
+    if lmax >= 1:
+        out[1] = np.vdot(p1, f)
+    for ell in range(1, lmax):
+        # P_{l+1} = ((2l+1) x P_l - l P_{l-1}) / (l+1), with buffers reused
+        np.multiply(x, p1, out=tmp)
+        tmp *= (2 * ell + 1) / (ell + 1)
+        p0 *= ell / (ell + 1)
+        tmp -= p0
+        out[ell + 1] = np.vdot(tmp, f)
+        p0, p1, tmp = p1, tmp, p0
+    return out
+
+
+def _check_cl(cl, name="cl") -> np.ndarray:
+    cl = np.asarray(cl, dtype=np.float64)
+    if cl.ndim != 1 or cl.size < 3:
+        raise ValueError(f"{name} must be a 1-D array of C_ell for ell = 0 ... lmax with "
+                         f"lmax >= 2, got shape {cl.shape}")
+    if not np.all(np.isfinite(cl)) or np.any(cl < 0):
+        raise ValueError(f"{name} must be finite and non-negative")
+    return cl
+
+
+def _check_shift(shift) -> float:
+    if isinstance(shift, bool) or not isinstance(shift, numbers.Real) \
+            or not (math.isfinite(shift) and shift > 0):
+        raise ValueError(f"shift must be a positive finite number, got {shift!r}")
+    return float(shift)
+
+
+def _check_int(value, name, minimum) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_nside(nside) -> int:
+    if isinstance(nside, bool) or not isinstance(nside, numbers.Integral) \
+            or not hp.isnsideok(int(nside), nest=True):
+        raise ValueError(f"nside must be a power of two (1, 2, 4, ..., 2**29), got {nside!r}")
+    return int(nside)
+
+
+def lognormal_gaussian_cl(cl, shift: float, lmax: int | None = None) -> np.ndarray:
+    r"""Spectrum of the Gaussian field g whose shifted-lognormal transform has spectrum ``cl``.
+
+    With :math:`\kappa = \lambda (e^{g - \sigma_g^2/2} - 1)` the correlation
+    functions obey :math:`\xi_\kappa = \lambda^2 (e^{\xi_g} - 1)`. This
+    evaluates :math:`\xi_\kappa(\theta) = \sum_\ell \frac{2\ell+1}{4\pi} C_\ell
+    P_\ell(\cos\theta)` at Gauss-Legendre nodes, takes
+    :math:`\xi_g = \ln(1 + \xi_\kappa/\lambda^2)` and projects back,
+    :math:`C^g_\ell = 2\pi \int_{-1}^{1} \xi_g(x) P_\ell(x)\,dx`, with
+    :math:`2\ell_{max} + 2` nodes (exact for the terms of :math:`\xi_g` up to
+    degree :math:`3\ell_{max}`). Multipoles where the lognormal model cannot
+    reach the target come out negative and are set to 0.
+
+    Args:
+        cl: target spectrum C_ell, ell = 0 ... len(cl) - 1.
+        shift: lognormal shift lambda > 0 (the field's minimum is -lambda).
+        lmax: band limit (default ``len(cl) - 1``); ``cl`` is truncated there.
+
+    Returns:
+        float64 array ``[lmax + 1]``: the Gaussian field's C_ell.
+
+    Example:
+        >>> import numpy as np
+        >>> ell = np.arange(33)
+        >>> cl = np.where(ell >= 2, 1e-4 / (ell + 1.0) ** 2, 0.0)
+        >>> clg = lognormal_gaussian_cl(cl, shift=1e3)   # huge shift: nearly Gaussian
+        >>> bool(np.allclose(clg * 1e3**2, cl, rtol=1e-6, atol=1e-16))
+        True
+    """
+    cl = _check_cl(cl)
+    shift = _check_shift(shift)
+    if lmax is None:
+        lmax = cl.size - 1
+    lmax = _check_int(lmax, "lmax", 2)
+    if lmax > cl.size - 1:
+        raise ValueError(f"lmax={lmax} exceeds the spectrum's range (ell <= {cl.size - 1})")
+    cl = cl[: lmax + 1]
+    ell = np.arange(lmax + 1)
+    x, w = _legendre_nodes(2 * lmax + 2)
+    xi = np.polynomial.legendre.legval(x, (2 * ell + 1) / (4 * np.pi) * cl)
+    u = xi / shift**2
+    if np.any(u <= -1):
+        raise ValueError(f"shift={shift} is too small for this spectrum: the lognormal model "
+                         "needs xi(theta) > -shift**2 at all angles; use a larger shift")
+    clg = 2 * np.pi * _legendre_project(np.log1p(u) * w, x, lmax)
+    return np.clip(clg, 0.0, None)
+
+
+def gaussian_alm(cl, rng: np.random.Generator) -> np.ndarray:
+    """Draw the harmonic coefficients of an isotropic Gaussian field with spectrum ``cl``.
+
+    Real ``a_l0 ~ N(0, C_l)``; for m > 0 real and imaginary parts are
+    independent ``N(0, C_l / 2)``, so that ``<|a_lm|^2> = C_l``. The layout is
+    healpy's (``hp.Alm.getidx(lmax, l, m)``, m-major, m >= 0), lmax = len(cl) - 1.
+
+    Args:
+        cl: spectrum C_ell, ell = 0 ... lmax.
+        rng: the source of randomness.
+
+    Returns:
+        complex128 array ``[hp.Alm.getsize(lmax)]``.
+
+    Example:
+        >>> import numpy as np, healpy as hp
+        >>> alm = gaussian_alm(np.ones(9), np.random.default_rng(0))
+        >>> alm.shape == (hp.Alm.getsize(8),)
+        True
+        >>> float(alm[hp.Alm.getidx(8, 3, 0)].imag)
+        0.0
+    """
+    cl = _check_cl(cl)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    lmax = cl.size - 1
+    size = hp.Alm.getsize(lmax)
+    ell, _ = hp.Alm.getlm(lmax)
+    alm = rng.standard_normal(2 * size).view(np.complex128)
+    alm *= np.sqrt(cl / 2)[ell]
+    m0 = hp.Alm.getidx(lmax, np.arange(lmax + 1), 0)
+    # m = 0 coefficients are real: keep the real draw and give it the full variance
+    alm[m0] = alm[m0].real * np.sqrt(2.0)
+    return alm
+
+
+def lognormal_map(gaussian_cl, shift: float, nside: int, rng: np.random.Generator, *,
+                  nest: bool = False) -> np.ndarray:
+    r"""One shifted-lognormal HEALPix map from a Gaussian spectrum.
+
+    Draws g with :func:`gaussian_alm`, synthesises it at the pixel centres with
+    ``hp.alm2map`` (``pixwin=False``, band limit ``len(gaussian_cl) - 1``) and
+    returns :math:`\lambda (e^{g - \sigma_g^2/2} - 1)`, with
+    :math:`\sigma_g^2 = \sum_\ell (2\ell+1) C^g_\ell / 4\pi` the variance of g,
+    so the map has zero expected mean and is bounded below by ``-shift``.
+
+    Args:
+        gaussian_cl: spectrum of g, e.g. from :func:`lognormal_gaussian_cl`.
+        shift: lognormal shift lambda > 0.
+        nside: HEALPix resolution (power of two).
+        rng: the source of randomness.
+        nest: return the map in NESTED ordering (default RING).
+
+    Returns:
+        float64 array ``[12 * nside**2]``.
+
+    Example:
+        >>> import numpy as np
+        >>> clg = lognormal_gaussian_cl(np.r_[0, 0, np.full(46, 1e-6)], shift=0.02)
+        >>> m = lognormal_map(clg, 0.02, nside=16, rng=np.random.default_rng(1))
+        >>> m.shape, bool(m.min() > -0.02)
+        ((3072,), True)
+    """
+    clg = _check_cl(gaussian_cl, "gaussian_cl")
+    shift = _check_shift(shift)
+    nside = _check_nside(nside)
+    lmax = clg.size - 1
+    alm = gaussian_alm(clg, rng)
+    g = hp.alm2map(alm, nside, lmax=lmax, mmax=lmax, pixwin=False)
+    var_g = float(np.sum((2 * np.arange(lmax + 1) + 1) * clg) / (4 * np.pi))
+    g -= 0.5 * var_g
+    np.expm1(g, out=g)
+    g *= shift
+    return hp.reorder(g, r2n=True) if nest else g
+
+
+def map_rng(seed: int, label: int, index: int) -> np.random.Generator:
+    """The generator of map ``index`` of class ``label`` in a collection made with ``seed``.
+
+    Independent streams per map (``numpy.random.SeedSequence(seed, spawn_key=(label,
+    index))``), so a map does not depend on how many others are simulated.
+
+    Example:
+        >>> float(map_rng(0, 1, 5).random()) == float(map_rng(0, 1, 5).random())
+        True
+    """
+    seed = _check_int(seed, "seed", 0)
+    return np.random.default_rng(np.random.SeedSequence(
+        seed, spawn_key=(_check_int(label, "label", 0), _check_int(index, "index", 0))))
+
+
+def _resolve_lmax(nside: int, lmax, table_lmax: int) -> int:
+    if lmax is None:
+        return min(3 * nside - 1, table_lmax)
+    lmax = _check_int(lmax, "lmax", 2)
+    if lmax > table_lmax:
+        raise ValueError(f"lmax={lmax} is beyond the tabulated spectra (ell <= {table_lmax}); "
+                         "use a smaller lmax")
+    return lmax
+
+
+@functools.lru_cache(maxsize=16)
+def _model_gaussian_cl(power_matched: bool, label: int, lmax: int) -> np.ndarray:
+    model = cosmology_models(power_matched)[label]
+    clg = lognormal_gaussian_cl(model.cl, model.shift, lmax)
+    clg.flags.writeable = False
+    return clg
+
+
+def simulate_convergence_map(nside: int, label: int = 0, *, rng=0, power_matched: bool = False,
+                             lmax: int | None = None, nest: bool = False) -> np.ndarray:
+    """One lognormal convergence map of cosmology ``label`` (0: model 1, 1: model 2).
+
+    Args:
+        nside: HEALPix resolution (power of two).
+        label: 0 (Omega_m = 0.31, sigma_8 = 0.82) or 1 (Omega_m = 0.26, sigma_8 = 0.91).
+        rng: a :class:`numpy.random.Generator` or an integer seed for one.
+        power_matched: use the power-matched model 2 (see :func:`cosmology_models`).
+        lmax: band limit of the Gaussian field (default ``3 * nside - 1``,
+            at most 6144, the tabulated range).
+        nest: NESTED ordering (default RING).
+
+    Returns:
+        float64 array ``[12 * nside**2]`` of convergence values.
+
+    Example:
+        >>> m = simulate_convergence_map(16, label=1, rng=0)
+        >>> m.shape, bool(abs(m.mean()) < 0.01)
+        ((3072,), True)
+    """
+    nside = _check_nside(nside)
+    if label not in (0, 1) or isinstance(label, bool):
+        raise ValueError(f"label must be 0 or 1, got {label!r}")
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(_check_int(rng, "rng seed", 0))
+    lmax = _resolve_lmax(nside, lmax, cosmology_models()[0].lmax)
+    clg = _model_gaussian_cl(bool(power_matched), int(label), lmax)
+    return lognormal_map(clg, cosmology_models(power_matched)[label].shift, nside, rng, nest=nest)
+
+
+def _split_counts(n: int, fractions) -> list[int]:
+    """Maps per split for one class: largest-remainder rounding, so counts sum to n."""
+    raw = np.asarray(fractions, dtype=np.float64) * n
+    counts = np.floor(raw).astype(int)
+    order = np.argsort(-(raw - counts), kind="stable")
+    counts[order[: n - counts.sum()]] += 1
+    return counts.tolist()
+
+
+def _check_fractions(split_fractions) -> tuple[float, float, float]:
+    try:
+        fr = tuple(float(f) for f in split_fractions)
+    except (TypeError, ValueError):
+        raise ValueError("split_fractions must be three numbers (train, val, test), "
+                         f"got {split_fractions!r}") from None
+    if len(fr) != 3 or not all(math.isfinite(f) and f >= 0 for f in fr) \
+            or abs(sum(fr) - 1) > 1e-6:
+        raise ValueError("split_fractions must be three non-negative numbers (train, val, test) "
+                         f"summing to 1, got {split_fractions!r}")
+    return fr
+
+
+def _write_atomic_map(path: Path, m: np.ndarray, nest: bool, header) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.fits")
+    try:
+        hp.write_map(str(tmp), m, nest=nest, dtype=np.float32, overwrite=True,
+                     extra_header=header)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_atomic_manifest(path: Path, rows) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(MANIFEST_COLUMNS)
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def simulate_convergence_maps(out_dir, n_per_class: int, nside: int, *, seed: int = 0,
+                              power_matched: bool = False,
+                              split_fractions=(0.6, 0.2, 0.2), nest: bool = False,
+                              lmax: int | None = None, progress: bool = True) -> Path:
+    """Simulate a labelled collection of full-sky convergence maps for :class:`ConvergenceMaps`.
+
+    Writes ``out_dir/raw/class{label}_{i:04d}.fits`` (float32, healpy FITS with
+    the ORDERING keyword, plus LABEL, OMEGA_M, SIGMA_8, KSHIFT, SEED, MAPID,
+    LMAX header cards) and then ``out_dir/raw/manifest.csv`` with columns
+    ``file,label,omega_m,sigma_8,split`` (``file`` relative to ``raw/``). Each
+    file is written to a temporary name and renamed, and the manifest is
+    written last, so an interrupted run never leaves a collection that loads.
+
+    Splits are by map and stratified by class: of each class's maps, the first
+    ``round(f_train * n)`` are ``train``, the next ``round(f_val * n)`` ``val``
+    and the rest ``test`` (largest-remainder rounding). The maps are
+    independent, so this order carries no bias.
+
+    Deterministic: map ``i`` of class ``c`` equals
+    ``simulate_convergence_map(nside, c, rng=map_rng(seed, c, i), ...)`` cast
+    to float32, whatever ``n_per_class`` is.
+
+    Args:
+        out_dir: dataset root; maps go to ``out_dir/raw/`` (created if needed).
+        n_per_class: maps per cosmology (>= 1).
+        nside: HEALPix resolution (power of two). nside 1024 takes a few
+            seconds per map (see ``docs/benchmarks.md``).
+        seed: non-negative integer seed of the collection.
+        power_matched: use the power-matched model 2 (sigma_8 tuned so the two
+            spectra agree on 100 < ell < 1000).
+        split_fractions: (train, val, test) fractions, non-negative, sum 1.
+        nest: write NESTED maps (default RING).
+        lmax: band limit of the Gaussian field (default ``3 * nside - 1``, at most 6144).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        Path of the manifest, ``out_dir/raw/manifest.csv``.
+
+    Example:
+        >>> import tempfile, healpy as hp
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     manifest = simulate_convergence_maps(root, n_per_class=2, nside=16,
+        ...                                          progress=False)
+        ...     lines = manifest.read_text().splitlines()
+        ...     m = hp.read_map(manifest.parent / "class0_0000.fits")
+        >>> lines[0]
+        'file,label,omega_m,sigma_8,split'
+        >>> lines[1]
+        'class0_0000.fits,0,0.31,0.82,train'
+        >>> len(lines), m.shape
+        (5, (3072,))
+    """
+    from tqdm.auto import tqdm
+
+    n_per_class = _check_int(n_per_class, "n_per_class", 1)
+    nside = _check_nside(nside)
+    seed = _check_int(seed, "seed", 0)
+    fractions = _check_fractions(split_fractions)
+    models = cosmology_models(power_matched)
+    lmax = _resolve_lmax(nside, lmax, models[0].lmax)
+    raw = Path(out_dir) / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+
+    counts = _split_counts(n_per_class, fractions)
+    split_of = [s for s, c in zip(SPLITS, counts) for _ in range(c)]
+    rows = []
+    with tqdm(total=2 * n_per_class, desc="Simulating convergence maps", unit="map",
+              disable=not progress) as bar:
+        for model in models:
+            clg = _model_gaussian_cl(bool(power_matched), model.label, lmax)
+            for i in range(n_per_class):
+                name = f"class{model.label}_{i:04d}.fits"
+                m = lognormal_map(clg, model.shift, nside, map_rng(seed, model.label, i),
+                                  nest=nest)
+                header = [("LABEL", model.label), ("OMEGA_M", model.omega_m),
+                          ("SIGMA_8", model.sigma_8), ("KSHIFT", model.shift),
+                          ("SEED", seed), ("MAPID", i), ("LMAX", lmax)]
+                _write_atomic_map(raw / name, m, nest, header)
+                rows.append((name, model.label, repr(model.omega_m), repr(model.sigma_8),
+                             split_of[i]))
+                bar.update(1)
+    manifest = raw / "manifest.csv"
+    _write_atomic_manifest(manifest, rows)
+    return manifest
