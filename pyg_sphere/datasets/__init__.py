@@ -1,0 +1,4 @@
+"""Datasets of HEALPix maps."""
+from .convergence_maps import ConvergenceMaps
+
+__all__ = ['ConvergenceMaps']
