@@ -1,0 +1,275 @@
+"""Cached rescaled Laplacians and the sparse products of the Chebyshev recursion.
+
+:class:`~pyg_sphere.nn.SphericalChebConv` multiplies by the same operator
+:math:`\\tilde{L} = 2L/\\lambda_{\\max} - I` at every layer and every step. It is built once per
+graph as a CSR tensor and kept in a small LRU cache keyed on the *identity* of the graph tensors
+(never on their content, which would cost as much as rebuilding). A key holds strong references
+to its tensors so that their ``id`` and memory cannot be reused by another graph while the entry
+lives, and it includes their version counters, so an in-place change of ``edge_weight`` is a new
+key. Device, dtype, node count, normalization and :math:`\\lambda_{\\max}` are part of the key.
+"""
+import math
+import warnings
+from collections import OrderedDict
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import get_laplacian
+
+LambdaMax = Union[float, Tensor]
+
+NORMALIZATIONS = (None, 'sym', 'rw')
+
+
+class IdentityCache:
+    """A small LRU cache whose keys are tensor identities and versions.
+
+    ``get(tensors, extra, build)`` returns ``build()`` for the key made of each tensor's
+    ``id``, version counter, data pointer, shape, dtype and device, plus the hashable
+    :obj:`extra`. The entry keeps the tensors alive, so their ids cannot be recycled.
+    Inference tensors carry no version counter: with those, nothing is cached.
+    """
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._entries: 'OrderedDict[tuple, tuple]' = OrderedDict()
+
+    @staticmethod
+    def _tensor_key(t: Optional[Tensor]):
+        if t is None:
+            return None
+        if t.is_inference():
+            raise _Uncacheable
+        return (id(t), t._version, t.data_ptr(), tuple(t.shape), t.dtype, t.device)
+
+    def get(self, tensors: Sequence[Optional[Tensor]], extra, build: Callable):
+        try:
+            key = (tuple(self._tensor_key(t) for t in tensors), extra)
+        except _Uncacheable:
+            return build()
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry[1]
+        value = build()
+        self._entries[key] = (tuple(tensors), value)
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+        return value
+
+    def clear(self):
+        self._entries.clear()
+
+    def __len__(self):
+        return len(self._entries)
+
+
+class _Uncacheable(Exception):
+    pass
+
+
+# Operators are large (about 12 bytes per edge, twice when L~ is not symmetric): keep few.
+OPERATOR_CACHE = IdentityCache(maxsize=8)
+LAMBDA_CACHE = IdentityCache(maxsize=32)
+NODE_CACHE = IdentityCache(maxsize=32)
+
+
+def clear_cache():
+    """Drops all cached operators and :math:`\\lambda_{\\max}` estimates."""
+    OPERATOR_CACHE.clear()
+    LAMBDA_CACHE.clear()
+    NODE_CACHE.clear()
+
+
+@torch.compiler.disable
+def check_node_count(edge_index: Tensor, num_nodes: int):
+    """Raises if :obj:`edge_index` refers to nodes beyond :obj:`num_nodes` (once per graph)."""
+    largest = NODE_CACHE.get((edge_index, ), (), lambda: int(edge_index.max())
+                             if edge_index.numel() > 0 else -1)
+    if largest >= num_nodes:
+        raise ValueError(
+            f"x has {num_nodes} nodes along its node dimension (-2) but edge_index refers "
+            f"to node {largest}: x must be [N, F] or [B, N, F] with N the number of nodes of "
+            f"the graph (graph.num_nodes)")
+
+
+def check_normalization(normalization):
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be 'sym', 'rw' or None, got {normalization!r}")
+    return normalization
+
+
+@torch.compiler.disable
+def estimated_lambda_max(edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+                         normalization: Optional[str]) -> float:
+    """Largest Laplacian eigenvalue of a graph, estimated once per graph and cached."""
+    from pyg_sphere.graph import estimate_lambda_max
+
+    def build():
+        ew = None if edge_weight is None else edge_weight.detach()
+        return float(estimate_lambda_max(edge_index, ew, num_nodes,
+                                          normalization=normalization))
+
+    return LAMBDA_CACHE.get((edge_index, edge_weight), (num_nodes, normalization), build)
+
+
+@torch.compiler.disable
+def lambda_max_key(lambda_max: LambdaMax) -> Tuple[float, ...]:
+    """The value(s) of :obj:`lambda_max` as a tuple of floats, checked positive and finite."""
+    if isinstance(lambda_max, Tensor):
+        values = tuple(float(v) for v in lambda_max.detach().reshape(-1).tolist())
+    else:
+        values = (float(lambda_max), )
+    if len(values) == 0 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"lambda_max must be positive and finite, got {values}")
+    if len(set(values)) == 1:  # one value for all graphs: no need for `batch`
+        values = values[:1]
+    return values
+
+
+def scaled_laplacian(edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+                     normalization: Optional[str], lambda_max: Tuple[float, ...],
+                     dtype: torch.dtype, batch: Optional[Tensor] = None
+                     ) -> Tuple[Tensor, Tensor]:
+    """Edges and weights of :math:`\\tilde{L} = 2L/\\lambda_{\\max} - I`, differentiable in
+    :obj:`edge_weight`.
+
+    Same convention as :class:`torch_geometric.nn.ChebConv`: an edge ``(j, i)`` of weight
+    ``w`` contributes ``w * x[j]`` to row ``i``. :obj:`lambda_max` holds one value, or one per
+    graph of a batch, picked for each edge by ``batch[edge_index[0]]``.
+    """
+    if edge_weight is not None:
+        edge_weight = edge_weight.to(dtype)
+    edge_index, weight = get_laplacian(edge_index, edge_weight, normalization, dtype,
+                                       num_nodes)
+    if len(lambda_max) == 1:
+        lam = torch.tensor(lambda_max[0], dtype=weight.dtype, device=weight.device)
+    else:
+        if batch is None:
+            raise ValueError(f"lambda_max holds {len(lambda_max)} values (one per graph): "
+                             f"pass the `batch` vector too, or a single float")
+        lam = torch.tensor(lambda_max, dtype=weight.dtype, device=weight.device)
+        if int(batch.max()) >= lam.numel():
+            raise ValueError(f"batch refers to graph {int(batch.max())} but lambda_max holds "
+                             f"only {lam.numel()} values")
+        lam = lam[batch[edge_index[0]]]
+    weight = 2.0 * weight / lam
+    loop = edge_index[0] == edge_index[1]
+    weight = torch.where(loop, weight - 1.0, weight)
+    return edge_index, weight
+
+
+class ChebOperator:
+    """:math:`\\tilde{L}` and :math:`2\\tilde{L}` as CSR tensors (rows are target nodes),
+    with their transposes for the backward pass (the same tensors when :math:`\\tilde{L}` is
+    symmetric, which is checked, not assumed)."""
+    def __init__(self, edge_index: Tensor, weight: Tensor, num_nodes: int):
+        self.num_nodes = num_nodes
+        self.symmetric = False
+        l1 = _csr(edge_index[1], edge_index[0], weight, num_nodes)
+        l1_t = _csr(edge_index[0], edge_index[1], weight, num_nodes)
+        if _nearly_equal(l1, l1_t):
+            self.symmetric = True
+            l1_t = l1
+        self.matrix = l1
+        self.matrix_t = l1_t
+        # 2L~ shares the index arrays of L~: the recursion T_k = 2 L~ T_{k-1} - T_{k-2}
+        # then costs one product and one subtraction.
+        self.matrix2 = _with_values(l1, 2.0 * l1.values())
+        self.matrix2_t = self.matrix2 if self.symmetric else _with_values(
+            l1_t, 2.0 * l1_t.values())
+
+    @property
+    def dtype(self):
+        return self.matrix.dtype
+
+    @property
+    def nnz(self) -> int:
+        return self.matrix.values().numel()
+
+
+def _nearly_equal(a: Tensor, b: Tensor) -> bool:
+    # The sym normalization w_ij / sqrt(d_i d_j) is symmetric up to rounding of the products.
+    if not (torch.equal(a.crow_indices(), b.crow_indices())
+            and torch.equal(a.col_indices(), b.col_indices())):
+        return False
+    va, vb = a.values(), b.values()
+    if va.numel() == 0:
+        return True
+    tol = 8 * torch.finfo(va.dtype).eps * float(va.abs().max())
+    return float((va - vb).abs().max()) <= tol
+
+
+def _csr(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:
+    # Coalescing sums duplicate edges, like message passing does.
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*[Ss]parse.*')
+        coo = torch.sparse_coo_tensor(torch.stack([row, col]), value, (n, n),
+                                      check_invariants=False).coalesce()
+        return coo.to_sparse_csr()
+
+
+def _with_values(a: Tensor, values: Tensor) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*[Ss]parse.*')
+        return torch.sparse_csr_tensor(a.crow_indices(), a.col_indices(), values, a.shape,
+                                       check_invariants=False)
+
+
+def cheb_operator(edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+                  normalization: Optional[str], lambda_max: Tuple[float, ...],
+                  dtype: torch.dtype, device: torch.device,
+                  batch: Optional[Tensor] = None) -> ChebOperator:
+    """The cached :class:`ChebOperator` of a graph (built on first use)."""
+    tensors = (edge_index, edge_weight, batch if len(lambda_max) > 1 else None)
+
+    def build():
+        # Never record autograd history or create inference tensors inside a cached value.
+        with torch.inference_mode(False), torch.no_grad():
+            ei = edge_index.to(device)
+            ew = None if edge_weight is None else edge_weight.detach().to(device)
+            b = None if batch is None else batch.to(device)
+            ei, w = scaled_laplacian(ei, ew, num_nodes, normalization, lambda_max, dtype, b)
+            return ChebOperator(ei, w, num_nodes)
+
+    return OPERATOR_CACHE.get(tensors, (num_nodes, normalization, lambda_max, dtype,
+                                        torch.device(device)), build)
+
+
+def _mm(a: Tensor, x: Tensor) -> Tensor:
+    if x.device.type == 'cpu':
+        # The CSR 'sum' reduction kernel is about 2x faster than the generic product on CPU.
+        return torch.sparse.mm(a, x.contiguous(), 'sum')
+    return torch.sparse.mm(a, x)  # cuSPARSE
+
+
+class _SparseMatmul(torch.autograd.Function):
+    """``a @ x`` for a constant sparse ``a``; the backward multiplies by the cached transpose
+    ``a_t`` (the very same tensor when ``a`` is symmetric) instead of transposing ``a``."""
+    @staticmethod
+    def forward(ctx, x: Tensor, a: Tensor, a_t: Tensor) -> Tensor:
+        ctx.a_t = a_t
+        return _mm(a, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _mm(ctx.a_t, grad), None, None
+
+
+def sparse_matmul(a: Tensor, a_t: Tensor, x: Tensor) -> Tensor:
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SparseMatmul.apply(x, a, a_t)
+    return _mm(a, x)
+
+
+def chebyshev_basis(op: ChebOperator, x: Tensor, K: int) -> List[Tensor]:
+    """:math:`T_0(\\tilde{L})x, \\dots, T_{K-1}(\\tilde{L})x` for node features :math:`x`
+    of shape :math:`[N, C]` (several maps folded into the columns)."""
+    terms = [x]
+    if K > 1:
+        t0, t1 = x, sparse_matmul(op.matrix, op.matrix_t, x)
+        terms.append(t1)
+        for _ in range(2, K):
+            t0, t1 = t1, sparse_matmul(op.matrix2, op.matrix2_t, t1) - t0
+            terms.append(t1)
+    return terms

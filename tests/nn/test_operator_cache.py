@@ -1,0 +1,116 @@
+"""The cached Chebyshev operator never serves a stale graph."""
+import pytest
+import torch
+
+import pyg_sphere
+from pyg_sphere.nn import SphericalChebConv, _sparse
+
+
+@pytest.fixture(scope='module')
+def graph():
+    return pyg_sphere.healpix_graph(4)
+
+
+def reference(conv, x, edge_index, edge_weight, **kwargs):
+    """The message-passing path, which rebuilds the Laplacian at every call."""
+    conv.fused = False
+    try:
+        return conv(x, edge_index, edge_weight, **kwargs)
+    finally:
+        conv.fused = True
+
+
+def make_conv(**kwargs):
+    torch.manual_seed(0)
+    return SphericalChebConv(2, 3, K=4, **kwargs)
+
+
+def test_operator_is_built_once_per_graph(graph):
+    _sparse.clear_cache()
+    conv, other = make_conv(), SphericalChebConv(2, 5, K=3)
+    x = torch.randn(graph.num_nodes, 2)
+    for _ in range(3):
+        conv(x, graph.edge_index, graph.edge_weight)
+        other(x, graph.edge_index, graph.edge_weight)  # layers share the operator
+    assert len(_sparse.OPERATOR_CACHE) == 1
+
+
+def test_in_place_change_of_edge_weight(graph):
+    conv = make_conv(lambda_max=2.0)
+    x = torch.randn(graph.num_nodes, 2)
+    edge_weight = graph.edge_weight.clone()
+    before = conv(x, graph.edge_index, edge_weight)
+    # Not a uniform scaling, which the normalized Laplacian ignores.
+    edge_weight.mul_(torch.rand_like(edge_weight))
+    after = conv(x, graph.edge_index, edge_weight)
+    assert not torch.allclose(before, after, atol=1e-3)
+    torch.testing.assert_close(after, reference(conv, x, graph.edge_index, edge_weight))
+
+
+def test_in_place_change_of_edge_index(graph):
+    conv = make_conv(lambda_max=2.0)
+    x = torch.randn(graph.num_nodes, 2)
+    edge_index = graph.edge_index.clone()
+    conv(x, edge_index, graph.edge_weight)
+    edge_index.copy_(torch.randperm(graph.num_nodes)[edge_index])  # relabelled nodes
+    torch.testing.assert_close(conv(x, edge_index, graph.edge_weight),
+                               reference(conv, x, edge_index, graph.edge_weight))
+
+
+def test_new_graphs_in_recycled_memory(graph):
+    # A freed tensor gives its id, and often its memory, to the next one: the cache must not
+    # mistake the new graph for the old one.
+    conv = make_conv(lambda_max=2.0)
+    x = torch.randn(graph.num_nodes, 2)
+
+    def run(seed):
+        edge_weight = torch.rand(graph.edge_weight.shape,
+                                 generator=torch.Generator().manual_seed(seed))
+        return conv(x, graph.edge_index, edge_weight)  # edge_weight is freed on return
+
+    outs = [run(seed) for seed in range(10)]
+    for seed, out in enumerate(outs):
+        edge_weight = torch.rand(graph.edge_weight.shape,
+                                 generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(out, reference(conv, x, graph.edge_index, edge_weight))
+
+
+def test_other_graph_dtype_and_lambda_max(graph):
+    conv = make_conv()
+    other = pyg_sphere.healpix_graph(4, k=20)
+    x = torch.randn(graph.num_nodes, 2)
+    for g in (graph, other, graph):
+        torch.testing.assert_close(conv(x, g.edge_index, g.edge_weight),
+                                   reference(conv, x, g.edge_index, g.edge_weight))
+    for lam in (1.5, 2.0, 1.5):
+        torch.testing.assert_close(
+            conv(x, graph.edge_index, graph.edge_weight, lambda_max=lam),
+            reference(conv, x, graph.edge_index, graph.edge_weight, lambda_max=lam))
+    conv32 = conv(x, graph.edge_index, graph.edge_weight)
+    conv.double()
+    out = conv(x.double(), graph.edge_index, graph.edge_weight)
+    assert out.dtype == torch.float64
+    # float64 all the way: far tighter than a float32 operator would allow.
+    torch.testing.assert_close(out, reference(conv, x.double(), graph.edge_index,
+                                              graph.edge_weight), rtol=1e-12, atol=1e-12)
+    assert (out - conv32.double()).abs().max() > 0
+
+
+def test_normalizations_do_not_share(graph):
+    x = torch.randn(graph.num_nodes, 2)
+    outs = {}
+    for normalization in ('sym', 'rw', None):
+        conv = make_conv(normalization=normalization, lambda_max=2.0 if normalization else 30.)
+        outs[normalization] = conv(x, graph.edge_index, graph.edge_weight)
+        torch.testing.assert_close(outs[normalization],
+                                   reference(conv, x, graph.edge_index, graph.edge_weight))
+
+
+def test_cache_is_bounded(graph):
+    conv = make_conv(lambda_max=2.0)
+    x = torch.randn(graph.num_nodes, 2)
+    for _ in range(2 * _sparse.OPERATOR_CACHE.maxsize):
+        conv(x, graph.edge_index, graph.edge_weight.clone())
+    assert len(_sparse.OPERATOR_CACHE) == _sparse.OPERATOR_CACHE.maxsize
+    _sparse.clear_cache()
+    assert len(_sparse.OPERATOR_CACHE) == 0
