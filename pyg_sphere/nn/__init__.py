@@ -1,4 +1,5 @@
 """Neural network layers for HEALPix maps that plug into PyTorch Geometric."""
 from .conv import SphericalChebConv
+from .pool import HealpixPool, HealpixUnpool
 
-__all__ = ['SphericalChebConv']
+__all__ = ['SphericalChebConv', 'HealpixPool', 'HealpixUnpool']
