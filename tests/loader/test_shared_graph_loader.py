@@ -1,0 +1,132 @@
+import healpy as hp
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+from torch_geometric.nn import ChebConv, global_mean_pool
+
+from pyg_sphere.datasets import ConvergenceMaps
+from pyg_sphere.loader import SharedGraphCollater, SharedGraphLoader
+from pyg_sphere.transforms import AddGaussianNoise
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('maps')
+    (root / 'raw').mkdir()
+    np.random.seed(1)
+    ell = np.arange(48)
+    rows = []
+    for i in range(3):
+        hp.write_map(str(root / 'raw' / f'm{i}.fits'), hp.synfast(1 / (ell + 3.0) ** 2, 16),
+                     dtype=np.float64)
+        rows.append(f'm{i}.fits,{i % 2},0.3,0.8,train')
+    (root / 'raw' / 'manifest.csv').write_text('file,label,omega_m,sigma_8,split\n'
+                                               + '\n'.join(rows))
+    return str(root)
+
+
+def test_batches_share_one_graph(root):
+    ds = ConvergenceMaps(root, 8, 2, log=False)  # 3 maps x 48 patches of 16 pixels
+    batches = list(SharedGraphLoader(ds, batch_size=64))
+    assert [b.num_graphs for b in batches] == [64, 64, 16]
+    b = batches[0]
+    assert b.x.shape == (64, 16, 1) and b.y.shape == (64,) and b.patch_id.shape == (64,)
+    assert b.batch is None and b.num_nodes == 16
+    assert b.edge_index is ds.graph.edge_index and b.edge_weight is ds.graph.edge_weight
+    assert b.lambda_max == ds.graph.lambda_max and b.nside == 8
+    assert torch.equal(b.x[10], ds[10].x) and b.y[50].item() == ds[50].y.item()
+    assert b.map_id.tolist() == [ds[i].map_id.item() for i in range(64)]
+    assert len(list(SharedGraphLoader(ds, batch_size=64, drop_last=True))) == 2
+
+
+def _cheb_model(conv_cls):
+    torch.manual_seed(0)
+    conv = conv_cls(1, 3, K=4)
+
+    def model(data):  # the same code for both kinds of batch
+        h = conv(data.x, data.edge_index, data.edge_weight, batch=data.batch,
+                 lambda_max=data.lambda_max)
+        return global_mean_pool(h.relu(), data.batch)
+    return conv, model
+
+
+def _dense_oracle(conv, graph, x):
+    """sum_k T_k(2L/lambda_max - I) x W_k + b with L the dense normalized Laplacian (numpy)."""
+    n = graph.num_nodes
+    w = np.zeros((n, n))
+    w[graph.edge_index[0].numpy(), graph.edge_index[1].numpy()] = graph.edge_weight.numpy()
+    d = w.sum(1) ** -0.5
+    lap = np.eye(n) - d[:, None] * w * d[None, :]
+    lap = 2 * lap / graph.lambda_max - np.eye(n)
+    t = [x, lap @ x]
+    while len(t) < len(conv.lins):
+        t.append(2 * lap @ t[-1] - t[-2])
+    out = sum(tk @ lin.weight.detach().double().numpy().T for tk, lin in zip(t, conv.lins))
+    out = np.maximum(out + conv.bias.detach().double().numpy(), 0)
+    return out.mean(0)
+
+
+def test_same_model_same_outputs_both_loaders(root):
+    shared = ConvergenceMaps(root, 8, 1, log=False)
+    pyg = ConvergenceMaps(root, 8, 1, attach_graph=True, log=False)
+    conv, model = _cheb_model(ChebConv)
+    a = torch.cat([model(b) for b in SharedGraphLoader(shared, batch_size=5)])
+    batch = next(iter(DataLoader(pyg, batch_size=5)))
+    assert batch.x.shape == (5 * 64, 1) and batch.lambda_max.shape == (5,)
+    b = torch.cat([model(b) for b in DataLoader(pyg, batch_size=5)])
+    assert a.shape == (36, 3)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for i in (0, 17, 35):
+        x = shared[i].x.double().numpy()
+        np.testing.assert_allclose(a[i].detach().numpy(), _dense_oracle(conv, shared.graph, x),
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_same_outputs_with_spherical_cheb_conv(root):
+    nn = pytest.importorskip('pyg_sphere.nn')
+    shared = ConvergenceMaps(root, 8, 1, log=False)
+    pyg = ConvergenceMaps(root, 8, 1, attach_graph=True, log=False)
+    conv, model = _cheb_model(nn.SphericalChebConv)
+    a = torch.cat([model(b) for b in SharedGraphLoader(shared, batch_size=8)])
+    b = torch.cat([model(b) for b in DataLoader(pyg, batch_size=8)])
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    x = shared[20].x.double().numpy()
+    np.testing.assert_allclose(a[20].detach().numpy(), _dense_oracle(conv, shared.graph, x),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_transform_and_workers(root):
+    train = ConvergenceMaps(root, 8, 1, log=False)
+    ds = ConvergenceMaps(root, 8, 1, log=False, transform=AddGaussianNoise(1.0, train.map_std,
+                                                                           seed=3))
+    expected = torch.stack([ds[i].x for i in range(len(ds))])
+    loader = SharedGraphLoader(ds, batch_size=7, num_workers=1)
+    x = torch.cat([b.x for b in loader])
+    assert torch.equal(x, expected) and not torch.equal(x, torch.stack([d.x for d in train]))
+
+
+def test_shuffle_is_seeded(root):
+    ds = ConvergenceMaps(root, 8, 1, log=False)
+
+    def order(seed):
+        g = torch.Generator().manual_seed(seed)
+        return torch.cat([b.patch_id * 100 + b.map_id
+                          for b in SharedGraphLoader(ds, 10, shuffle=True, generator=g)])
+
+    assert torch.equal(order(0), order(0)) and not torch.equal(order(0), order(1))
+    assert sorted(order(0).tolist()) == sorted(p * 100 + m for m in range(3) for p in range(12))
+
+
+def test_errors(root):
+    ds = ConvergenceMaps(root, 8, 1, log=False)
+    wrong = ConvergenceMaps(root, 8, 2, log=False).graph  # 16 nodes, items have 64
+    with pytest.raises(ValueError, match="must all have 16 rows"):
+        next(iter(SharedGraphLoader(ds, batch_size=4, graph=wrong)))
+    with pytest.raises(ValueError, match='pass the shared graph as graph='):
+        SharedGraphLoader([ds[0]], batch_size=1)
+    with pytest.raises(TypeError, match='sets collate_fn itself'):
+        SharedGraphLoader(ds, collate_fn=list)
+    with pytest.raises(TypeError, match='Data with edge_index'):
+        SharedGraphCollater(Data(x=torch.zeros(3, 1)))
