@@ -65,7 +65,7 @@ __all__ = [
     "MANIFEST_COLUMNS",
 ]
 
-#: Header of ``raw/manifest.csv``, the format :class:`ConvergenceMaps` reads.
+#: Header of ``raw/manifest.csv``, the format :class:`~pyg_sphere.datasets.ConvergenceMaps` reads.
 MANIFEST_COLUMNS = ("file", "label", "omega_m", "sigma_8", "split")
 SPLITS = ("train", "val", "test")
 CL_TABLE = Path(__file__).resolve().parent / "data" / "convergence_cl.npz"
@@ -436,7 +436,8 @@ def simulate_convergence_maps(out_dir, n_per_class: int, nside: int, *, seed: in
                               power_matched: bool = False,
                               split_fractions=(0.6, 0.2, 0.2), nest: bool = False,
                               lmax: int | None = None, progress: bool = True) -> Path:
-    """Simulate a labelled collection of full-sky convergence maps for :class:`ConvergenceMaps`.
+    """Simulate a labelled collection of full-sky convergence maps for
+    :class:`~pyg_sphere.datasets.ConvergenceMaps`.
 
     Writes ``out_dir/raw/class{label}_{i:04d}.fits`` (float32, healpy FITS with
     the ORDERING keyword, plus LABEL, OMEGA_M, SIGMA_8, KSHIFT, SEED, MAPID,
@@ -448,7 +449,9 @@ def simulate_convergence_maps(out_dir, n_per_class: int, nside: int, *, seed: in
     Splits are by map and stratified by class: of each class's maps, the first
     ``round(f_train * n)`` are ``train``, the next ``round(f_val * n)`` ``val``
     and the rest ``test`` (largest-remainder rounding). The maps are
-    independent, so this order carries no bias.
+    independent, so this order carries no bias. Maps are written unsmoothed at
+    full resolution; smoothing (DeepSphere: 3 arcmin) and degrading are options
+    of the dataset's processing.
 
     Deterministic: map ``i`` of class ``c`` equals
     ``simulate_convergence_map(nside, c, rng=map_rng(seed, c, i), ...)`` cast
