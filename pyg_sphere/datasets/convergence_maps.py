@@ -219,16 +219,22 @@ class ConvergenceMaps(Dataset):
     ``manifest.csv`` or a raw file changed since processing, a warning is issued and the data is
     processed again.
 
-    **One graph for all patches.** Items carry no ``edge_index``: all samples share
-    :attr:`graph`, the graph of patch 0 (as DeepSphere did). In nested ordering the local index
-    ``p - patch_id * N`` of a pixel is the same position in the quadtree of every patch, so
-    patch 0's graph connects the same relative neighbours everywhere. Patch graphs differ only
-    through the distortion of the HEALPix faces (polar against equatorial base pixels), which
-    changes some weights and, at patch corners, a few k-NN edges; one graph per position would
-    follow that distortion but forbid batching patches of different positions on one graph (the
-    fast path of :class:`~pyg_sphere.loader.SharedGraphLoader`) and cost :math:`12 o^2` graphs.
-    The convolutions are only approximately rotation equivariant anyway, so the shared graph is
-    the better trade.
+    **One graph for all patches.** Items carry no ``edge_index``: every sample uses
+    :attr:`graph`, the graph of patch 0, as DeepSphere did. In nested ordering the local index
+    ``p - patch_id * N`` is the same quadtree position in every patch, so patch 0's graph links
+    the same relative neighbours everywhere; what it misses is the distortion of the HEALPix
+    faces. Measured with ``benchmarks/bench_loader.py`` (nside 64, k = 8; see
+    ``docs/benchmarks.md``): the other polar patches have patch 0's graph up to ties, but the
+    equatorial and southern patches' own graphs share only 75-87% of its edges (order 1), and
+    their normalized Laplacians applied to a simulated patch differ from patch 0's by about 20%. One
+    graph is still the better choice here: (1) patch positions are the same for every map and
+    class, so the per-position distortion is a fixed nuisance, identical in training and test,
+    that carries no label information; (2) one graph lets a batch mix positions as
+    x [B, N, F] on one cached Laplacian (:class:`~pyg_sphere.loader.SharedGraphLoader`), where
+    per-position graphs cost :math:`12 o^2` graphs (as much memory as the full-sphere graph)
+    and batches grouped by position. For geometry-exact filtering of patch ``j``, its own
+    graph is ``healpix_graph(nside, dataset.patch_pixels(j))`` (the induced subgraph of the
+    full sphere), usable with PyG's ``DataLoader``.
 
     Each item is a :class:`~torch_geometric.data.Data` with ``x`` (the patch's pixel values in
     nested order), ``y`` (class), ``omega_m``, ``sigma_8``, ``map_id`` (row of the map in the

@@ -83,7 +83,7 @@ class AddGaussianNoise(BaseTransform):
             dtype = np.float64 if x.dtype == torch.float64 else np.float32
             noise = torch.from_numpy(rng.standard_normal(tuple(x.shape), dtype=dtype))
             noise = noise.to(device=x.device, dtype=x.dtype)
-        data.x = x + self.sigma * noise
+        data.x = noise.mul_(self.sigma).add_(x)  # in place on the fresh noise: one allocation
         return data
 
     def __repr__(self) -> str:

@@ -311,3 +311,19 @@ def test_duplicate_row(tmp_path):
 def test_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         ConvergenceMaps(str(tmp_path), **{'nside': 8, **kwargs})
+
+
+def test_reads_the_simulator_output(tmp_path):
+    from pyg_sphere.datasets.simulate import simulate_convergence_maps
+
+    simulate_convergence_maps(tmp_path, n_per_class=2, nside=16, split_fractions=(0.5, 0.0, 0.5),
+                              progress=False)
+    train = ConvergenceMaps(str(tmp_path), nside=8, order=1, log=False)
+    test = ConvergenceMaps(str(tmp_path), nside=8, order=1, split='test', log=False)
+    assert len(train) == len(test) == 24
+    assert not set(train._map_id.tolist()) & set(test._map_id.tolist())
+    m = hp.read_map(str(tmp_path / 'raw' / train.files[0]), dtype=np.float64)
+    np.testing.assert_allclose(torch.stack([train[i].x[:, 0] for i in range(12)]).numpy(),
+                               oracle(m, 8, 1), rtol=1e-5, atol=1e-6)
+    assert sorted(set(train._y.tolist())) == [0, 1]
+    assert {round(train[i].omega_m.item(), 2) for i in range(len(train))} == {0.31, 0.26}
