@@ -9,7 +9,6 @@ from typing import Optional, Union
 
 import healpy as hp
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
@@ -87,38 +86,90 @@ def _neighbours(nside, pix_nest, k, variant):
     return np.where(valid, nbr, -1), (diff**2).sum(-1)
 
 
+_ROWS = 1 << 17  # rows per block: keeps the temporaries of each step in cache
+
+
+def _blocks(n):
+    return [(r0, min(n, r0 + _ROWS)) for r0 in range(0, n, _ROWS)]
+
+
+def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn):
+    """Union-symmetrises directed neighbour lists into a coalesced ``edge_index`` and weights.
+
+    `col` [n, k] holds local neighbour ids (n where there is none), `d2` the squared distances;
+    both are modified in place. Rather than sorting all E edges (what scipy's
+    ``A.maximum(A.T)`` costs), each row is sorted on its own and the few missing reverse edges
+    (j -> i with i not among j's neighbours) are merged in, block by block.
+    """
+    n, k = col.shape
+    dtype = col.dtype
+    extras = []
+    for r0, r1 in _blocks(n):
+        # Sort the row by neighbour id, carrying the distance in the low 32 bits.
+        key = (col[r0:r1].astype(np.uint64) << np.uint64(32)) | d2[r0:r1].view(
+            np.uint32).astype(np.uint64)
+        key.sort(axis=1)
+        col[r0:r1] = key >> np.uint64(32)
+        d2[r0:r1] = (key & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.float32)
+    for r0, r1 in _blocks(n):
+        c = col[r0:r1]
+        rows = np.arange(r0, r1, dtype=dtype)
+        # i -> j is mutual if i is among j's neighbours; else j -> i must be added.
+        mutual = (col[np.where(c < n, c, 0)] == rows[:, None, None]).any(-1)
+        src, slot = np.nonzero((c < n) & ~mutual)
+        extras.append((c[src, slot], rows[src], d2[r0:r1][src, slot]))
+    extra_row, extra_col, extra_d2 = (np.concatenate(e) for e in zip(*extras))
+    order = np.lexsort((extra_col, extra_row))
+    extra_row, extra_col, extra_d2 = extra_row[order], extra_col[order], extra_d2[order]
+
+    counts = (col < n).sum(1) + np.bincount(extra_row, minlength=n)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    edge_index = torch.empty((2, int(indptr[-1])), dtype=torch.int64)
+    edge_weight = torch.empty(int(indptr[-1]), dtype=torch.float32)
+    out_index, out_weight = edge_index.numpy(), edge_weight.numpy()
+    bounds = np.searchsorted(extra_row, [r1 for _, r1 in _blocks(n)])
+    x0 = 0
+    for (r0, r1), x1 in zip(_blocks(n), bounds):
+        valid = col[r0:r1] < n
+        row = np.repeat(np.arange(r0, r1), valid.sum(1))
+        c, dd = col[r0:r1][valid], d2[r0:r1][valid]
+        if x1 > x0:  # merge the extra edges at their sorted place in their rows
+            xr, xc = extra_row[x0:x1], extra_col[x0:x1]
+            local_ptr = np.concatenate([[0], np.cumsum(valid.sum(1))])
+            at = local_ptr[xr - r0] + (col[xr] < xc[:, None]).sum(1)
+            row, c, dd = (np.insert(row, at, xr), np.insert(c, at, xc),
+                          np.insert(dd, at, extra_d2[x0:x1]))
+        e0, e1 = indptr[r0], indptr[r1]
+        out_index[0, e0:e1], out_index[1, e0:e1], out_weight[e0:e1] = row, c, weight_fn(dd)
+        x0 = x1
+    return edge_index, edge_weight
+
+
 def _build(nside, pixels, k, nest, sigma, variant):
     npix = 12 * nside**2
     node_pix = np.arange(npix) if pixels is None else pixels
+    n = len(node_pix)
     pix_nest = node_pix if nest else hp.ring2nest(nside, node_pix)
     nbr, d2 = _neighbours(nside, pix_nest, k, variant)
+    d2 = d2.astype(np.float32, copy=False)
     if not nest:
         nbr = np.where(nbr >= 0, hp.nest2ring(nside, np.maximum(nbr, 0)), -1)
 
     # Keep the edges whose both ends are nodes: the induced subgraph of the sphere's graph.
-    if pixels is None:
-        col, valid = nbr, nbr >= 0
-    else:
-        col = np.minimum(np.searchsorted(node_pix, nbr), len(node_pix) - 1)
-        valid = (node_pix[col] == nbr) & (nbr >= 0)
-    n = len(node_pix)
-    row = np.broadcast_to(np.arange(n)[:, None], nbr.shape)
-    adj = sp.csr_matrix((d2[valid], (row[valid], col[valid])), shape=(n, n))
-    # Union symmetrisation: i ~ j if either is among the other's neighbours. The squared
-    # distance is the same both ways, so the elementwise maximum keeps it exactly.
-    adj = adj.maximum(adj.T).tocsr()
-    adj.sort_indices()
+    if pixels is not None:
+        local = np.minimum(np.searchsorted(node_pix, nbr), n - 1)
+        nbr = np.where((node_pix[local] == nbr) & (nbr >= 0), local, -1)
+    col = np.where(nbr >= 0, nbr, n).astype(np.int32 if n < 2**31 - 1 else np.int64)
+    del nbr
 
     if variant == 'v1':
         sigma = math.sqrt(2 * _v1_mean_d2(nside))
-        weight = np.exp(-adj.data / sigma**2)
+        scale = -1.0 / sigma**2
     else:
-        weight = np.exp(-math.log(2) * adj.data / sigma**2)
-
-    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(adj.indptr))
-    edge_index = torch.from_numpy(np.stack([row, adj.indices.astype(np.int64)]))
+        scale = -math.log(2) / sigma**2
+    edge_index, edge_weight = _symmetric_edges(col, d2, lambda d: np.exp(scale * d))
     pos = np.stack(hp.pix2vec(nside, node_pix, nest=nest), -1)
-    return Data(edge_index=edge_index, edge_weight=torch.from_numpy(weight.astype(np.float32)),
+    return Data(edge_index=edge_index, edge_weight=edge_weight,
                 pos=torch.from_numpy(pos.astype(np.float32)),
                 pixels=torch.from_numpy(node_pix.astype(np.int64)), nside=nside, nest=nest,
                 k=k, kernel_width=float(sigma), variant=variant, num_nodes=n)

@@ -62,7 +62,7 @@ def _edge_band_tree(nside: int, band: int):
 def _knn_tree(nside, pix, k, w):
     tree, tree_pix = _edge_band_tree(nside, 3 * w)
     nbr = np.empty((len(pix), k), dtype=np.int64)
-    d2 = np.empty((len(pix), k))
+    d2 = np.empty((len(pix), k), dtype=np.float32)
     for start in range(0, len(pix), _CHUNK):
         p = pix[start:start + _CHUNK]
         dist, idx = tree.query(_vec(nside, p), k=k + 1)
@@ -78,7 +78,7 @@ def _knn_tree(nside, pix, k, w):
 def _knn_gather(nside, pix, x, y, face, k, w):
     dx, dy = _window(w)
     nbr = np.empty((len(pix), k), dtype=np.int64)
-    d2 = np.empty((len(pix), k))
+    d2 = np.empty((len(pix), k), dtype=np.float32)
     for start in range(0, len(pix), _CHUNK // len(dx) + 1):
         s = slice(start, start + _CHUNK // len(dx) + 1)
         cand = hp.xyf2pix(nside, x[s, None] + dx, y[s, None] + dy, face, nest=True)
@@ -94,18 +94,22 @@ def _knn_face(nside, face, k, w):
     m = nside - 2 * w
     gx, gy = np.meshgrid(np.arange(nside), np.arange(nside), indexing='ij')
     grid_pix = hp.xyf2pix(nside, gx, gy, face, nest=True)
-    pos = _vec(nside, grid_pix.ravel()).reshape(nside, nside, 3)
+    # One plane per coordinate: shifted planes subtract as contiguous blocks.
+    pos = np.stack(hp.pix2vec(nside, grid_pix.ravel(), nest=True)).reshape(3, nside, nside)
     nbr = np.empty((m, m, k), dtype=np.int64)
-    d2 = np.empty((m, m, k))
+    d2 = np.empty((m, m, k), dtype=np.float32)
     rows = max(1, _CHUNK // (m * len(dx)))
     for i0 in range(0, m, rows):
         i1 = min(m, i0 + rows)
-        centre = pos[w + i0:w + i1, w:w + m]
-        cand_d2 = np.empty(centre.shape[:2] + (len(dx), ))
+        centre = pos[:, w + i0:w + i1, w:w + m]
+        cand_d2 = np.empty((len(dx), i1 - i0, m))
+        diff = np.empty_like(centre)
         for o in range(len(dx)):
-            diff = centre - pos[w + i0 + dx[o]:w + i1 + dx[o], w + dy[o]:w + m + dy[o]]
-            cand_d2[..., o] = np.einsum('ijk,ijk->ij', diff, diff)
-        sel, d2[i0:i1] = _select(cand_d2, k)
+            np.subtract(centre, pos[:, w + i0 + dx[o]:w + i1 + dx[o], w + dy[o]:w + m + dy[o]],
+                        out=diff)
+            np.square(diff, out=diff)
+            np.sum(diff, axis=0, out=cand_d2[o])
+        sel, d2[i0:i1] = _select(np.moveaxis(cand_d2, 0, -1), k)
         ii = np.arange(w + i0, w + i1)[:, None, None] + dx[sel]
         jj = np.arange(w, w + m)[None, :, None] + dy[sel]
         nbr[i0:i1] = grid_pix[ii, jj]
@@ -115,8 +119,9 @@ def _knn_face(nside, face, k, w):
 def healpix_knn(nside: int, pixels: np.ndarray, k: int):
     """Returns the `k` nearest pixel centres (over the whole sphere) of nested `pixels`.
 
-    Distances are Euclidean between unit vectors. Returns ``(neighbours [n, k] int64 nested
-    ids, squared distances [n, k] float64)``, neighbours in no particular order.
+    Distances are Euclidean between unit vectors, compared in float64. Returns
+    ``(neighbours [n, k] int64 nested ids, squared distances [n, k] float32)``, neighbours in
+    no particular order.
     """
     pixels = np.asarray(pixels, dtype=np.int64)
     if not 1 <= k <= min(MAX_K, 12 * nside**2 - 1):
@@ -124,7 +129,7 @@ def healpix_knn(nside: int, pixels: np.ndarray, k: int):
                          f"nside={nside}, got {k}")
     w = half_width(k)
     nbr = np.empty((len(pixels), k), dtype=np.int64)
-    d2 = np.empty((len(pixels), k))
+    d2 = np.empty((len(pixels), k), dtype=np.float32)
     x, y, face = hp.pix2xyf(nside, pixels, nest=True)
     inner = np.minimum(np.minimum(x, y), nside - 1 - np.maximum(x, y)) >= w
 
