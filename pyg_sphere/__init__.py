@@ -1,5 +1,5 @@
 """pyg_sphere: deep learning on the HEALPix sphere with PyTorch Geometric."""
-from . import graph
+from . import baselines, datasets, graph, loader, nn, transforms
 from .graph import (close_hierarchy, coarsen_graph, healpix_graph, healpix_hierarchy,
                     is_closed_hierarchy, kernel_width, nested_patches)
 
