@@ -28,9 +28,9 @@ def test_full_sphere_matches_kdtree(nside, k):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('k', [8, 60])
-def test_full_sphere_matches_kdtree_nside_256(k):
-    _check_against_tree(256, np.arange(12 * 256**2), k)
+@pytest.mark.parametrize('nside,k', [(256, 8), (128, 60)])
+def test_full_sphere_matches_kdtree_larger(nside, k):
+    _check_against_tree(nside, np.arange(12 * nside**2), k)
 
 
 @pytest.mark.parametrize('k', [8, 40])
