@@ -1,4 +1,5 @@
-"""Datasets of HEALPix maps."""
+"""Datasets of HEALPix maps, and a simulator of convergence maps in the format they read."""
 from .convergence_maps import ConvergenceMaps
+from .simulate import simulate_convergence_maps
 
-__all__ = ['ConvergenceMaps']
+__all__ = ['ConvergenceMaps', 'simulate_convergence_maps']

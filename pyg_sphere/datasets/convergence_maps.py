@@ -31,7 +31,8 @@ def _where(row: dict) -> str:
 
 
 def _is_pow2(n) -> bool:
-    return isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 and n & (n - 1) == 0
+    return (isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+            and n & (n - 1) == 0)
 
 
 def read_manifest(path: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
@@ -147,8 +148,8 @@ def read_map(path: str, row: dict, npy_nest: bool = False) -> tuple[np.ndarray, 
                              f"({type(e).__name__}: {e})") from e
         nest = bool(npy_nest)
     else:
-        raise ValueError(f"{_where(row)}: unsupported file type; use FITS ({', '.join(_FITS_SUFFIXES)})"
-                         " or numpy (.npy, .npz)")
+        raise ValueError(f"{_where(row)}: unsupported file type; use FITS "
+                         f"({', '.join(_FITS_SUFFIXES)}) or numpy (.npy, .npz)")
     m = np.asarray(m)
     if m.ndim != 1 or not hp.isnpixok(m.size):
         raise ValueError(
@@ -193,7 +194,7 @@ def prepare_map(m: np.ndarray, nest: bool, nside: int,
 
 
 class ConvergenceMaps(Dataset):
-    r"""HEALPix convergence maps (or any scalar sky maps) cut into nested patches, one sample per patch.
+    r"""HEALPix convergence maps (or any scalar sky maps) cut into nested patches, one per sample.
 
     This is the data of DeepSphere's cosmological model discrimination (Perraudin et al. 2019):
     full-sky or partial maps of two (or more) cosmologies, each cut into the :math:`12 o^2`
@@ -319,7 +320,8 @@ class ConvergenceMaps(Dataset):
         force_reload: bool = False,
     ) -> None:
         if nside is not None and not (_is_pow2(nside) and nside <= 2**29):
-            raise ValueError(f"nside must be a power of 2 (or None for the maps' own), got {nside!r}")
+            raise ValueError(f"nside must be a power of 2 (or None for the maps' own), "
+                             f"got {nside!r}")
         if not _is_pow2(order) or (nside is not None and order > nside):
             raise ValueError(f"order must be a power of 2 no larger than nside, got {order!r}")
         if split not in SPLITS:
@@ -559,12 +561,16 @@ class ConvergenceMaps(Dataset):
             os.replace(osp.join(out, 'samples.npz.part'), osp.join(out, 'samples.npz'))
 
             total = acc['train'] if acc['train'][0] > 0 else sum(acc.values())
+            if total[0] == 0:
+                raise ValueError("no patch was kept: every patch has unobserved pixels or was "
+                                 "dropped by pre_filter; lower min_observed")
             mean = total[1] / total[0]
+            std = float(np.sqrt(max(total[2] / total[0] - mean**2, 0.0)))
             meta = {
                 'options': opts, 'raw': fingerprint, 'nside': int(nside or native[0]),
                 'order': order, 'files': [r['file'] for r in rows],
                 'classes': sorted({r['label'] for r in rows}),
-                'num_samples': count, 'map_std': float(np.sqrt(max(total[2] / total[0] - mean**2, 0))),
+                'num_samples': count, 'map_std': std,
             }
             with open(marker + '.part', 'w') as fh:
                 json.dump(meta, fh, indent=1)

@@ -36,7 +36,8 @@ class AddGaussianNoise(BaseTransform):
 
         >>> import torch
         >>> from torch_geometric.data import Data
-        >>> data = Data(x=torch.zeros(1000, 1), map_id=torch.tensor([3]), patch_id=torch.tensor([5]))
+        >>> data = Data(x=torch.zeros(1000, 1), map_id=torch.tensor([3]),
+        ...             patch_id=torch.tensor([5]))
         >>> noisy = AddGaussianNoise(level=2.0, std=0.5, seed=0)(data)
         >>> round(noisy.x.std().item(), 1)
         1.0

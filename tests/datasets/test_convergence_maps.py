@@ -197,7 +197,8 @@ def test_partial_maps(tmp_path):
     theta, _ = hp.pix2ang(16, np.arange(m.size))
     observed = theta > np.radians(50)  # the northern cap is unobserved
     partial = np.where(observed, m, hp.UNSEEN)
-    write_fits(tmp_path, 'partial.fits', partial)
+    (tmp_path / 'raw').mkdir()  # a cut-sky FITS file (explicit pixel indices), as healpy writes it
+    hp.write_map(str(tmp_path / 'raw' / 'partial.fits'), partial, partial=True, dtype=np.float64)
     write_manifest(tmp_path, [('partial.fits', 0, '', '', 'train')])
 
     expected = partial.copy()
@@ -219,6 +220,15 @@ def test_partial_maps(tmp_path):
     np.testing.assert_allclose(x, np.where(seen, expected, 0)[keep], rtol=1e-6, atol=1e-7)
     # the noise unit ignores unobserved pixels
     assert half.map_std == pytest.approx(expected[keep][seen[keep]].std(), rel=1e-5)
+
+
+def test_no_patch_fully_observed(tmp_path):
+    m = gaussian_map(3)
+    m[::40] = hp.UNSEEN  # holes everywhere
+    write_fits(tmp_path, 'holes.fits', m)
+    write_manifest(tmp_path, [('holes.fits', 0, '', '', 'train')])
+    _error(tmp_path, 'no patch was kept.*lower min_observed', nside=16)
+    assert len(ConvergenceMaps(str(tmp_path), nside=16, min_observed=0.9, log=False)) == 12
 
 
 def test_pre_filter_and_pre_transform(tmp_path):
