@@ -110,6 +110,9 @@ class SharedGraphLoader(DataLoader):
 
     def __init__(self, dataset: Any, batch_size: Optional[int] = 1, shuffle: bool = False,
                  graph: Optional[Data] = None, **kwargs) -> None:
+        if batch_size is None:
+            raise ValueError("SharedGraphLoader collates batches: batch_size must be an int, "
+                             "got None; for single items, index the dataset")
         if 'collate_fn' in kwargs:
             raise TypeError("SharedGraphLoader sets collate_fn itself; use torch's DataLoader "
                             "for a custom one")

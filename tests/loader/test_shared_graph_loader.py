@@ -126,6 +126,8 @@ def test_errors(root):
         next(iter(SharedGraphLoader(ds, batch_size=4, graph=wrong)))
     with pytest.raises(ValueError, match='pass the shared graph as graph='):
         SharedGraphLoader([ds[0]], batch_size=1)
+    with pytest.raises(ValueError, match='batch_size must be an int'):
+        SharedGraphLoader(ds, batch_size=None)
     with pytest.raises(TypeError, match='sets collate_fn itself'):
         SharedGraphLoader(ds, collate_fn=list)
     with pytest.raises(TypeError, match='Data with edge_index'):
