@@ -241,8 +241,9 @@ class ConvergenceMaps(Dataset):
     nested order), ``y`` (class), ``omega_m``, ``sigma_8``, ``map_id`` (row of the map in the
     manifest, 0-based) and ``patch_id`` (the sample's HEALPix ids are
     ``patch_id * N + arange(N)``). With ``attach_graph=True`` every item also carries the shared
-    graph's ``edge_index``, ``edge_weight``, ``lambda_max``, ``pixels`` and ``nside`` (the same
-    tensors, not copies), so PyG's standard :class:`~torch_geometric.loader.DataLoader` batches
+    graph's ``edge_index``, ``edge_weight``, ``pixels`` and parameters (``nside``, ``nest``,
+    ``k``, ``kernel_width``, ``variant``, ``lambda_max``; the same tensors, not copies), so
+    PyG's standard :class:`~torch_geometric.loader.DataLoader` batches
     it as a disjoint union that works with every PyG layer.
 
     Args:

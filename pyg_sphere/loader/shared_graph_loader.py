@@ -8,8 +8,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torch_geometric.data import Data
 
-# Graph fields taken from the shared graph, never from the items.
-GRAPH_KEYS = ('edge_index', 'edge_weight', 'lambda_max', 'pixels', 'nside')
+# Fields of a healpix_graph that a batch carries: what convolutions read (edges, lambda_max)
+# and what pooling needs to find the coarser graph (pixels and the graph's parameters).
+GRAPH_KEYS = ('edge_index', 'edge_weight', 'pixels', 'nside', 'nest', 'k', 'kernel_width',
+              'variant', 'lambda_max')
 
 
 class SharedGraphCollater:
@@ -17,9 +19,10 @@ class SharedGraphCollater:
 
     Node-level tensors (``x`` and any tensor with ``graph.num_nodes`` rows) are stacked into
     [B, N, ...]; graph-level tensors such as ``y`` [1] are concatenated into [B, ...]; Python
-    numbers become a tensor [B]. The graph's ``edge_index``, ``edge_weight``, ``lambda_max``,
-    ``pixels`` and ``nside`` are attached once (the same tensors, not copies); graph fields
-    present on the items are ignored. ``num_nodes`` is N and ``num_graphs`` is B; there is no
+    numbers become a tensor [B]. The graph's ``edge_index``, ``edge_weight``, ``pixels`` and
+    its parameters (``nside``, ``nest``, ``k``, ``kernel_width``, ``variant``, ``lambda_max``:
+    what convolutions and :class:`~pyg_sphere.nn.HealpixPool` read) are attached once (the
+    same tensors, not copies); graph fields present on the items are ignored. ``num_nodes`` is N and ``num_graphs`` is B; there is no
     ``batch`` vector (``data.batch`` is ``None``), which is how PyG's global pooling functions and
     :class:`~pyg_sphere.nn.SphericalChebConv` recognise a shared-graph batch.
 

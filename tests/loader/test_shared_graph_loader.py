@@ -8,6 +8,7 @@ from torch_geometric.nn import ChebConv, global_mean_pool
 
 from pyg_sphere.datasets import ConvergenceMaps
 from pyg_sphere.loader import SharedGraphCollater, SharedGraphLoader
+from pyg_sphere.nn import HealpixPool, SphericalChebConv
 from pyg_sphere.transforms import AddGaussianNoise
 
 
@@ -85,16 +86,36 @@ def test_same_model_same_outputs_both_loaders(root):
 
 
 def test_same_outputs_with_spherical_cheb_conv(root):
-    nn = pytest.importorskip('pyg_sphere.nn')
     shared = ConvergenceMaps(root, 8, 1, log=False)
     pyg = ConvergenceMaps(root, 8, 1, attach_graph=True, log=False)
-    conv, model = _cheb_model(nn.SphericalChebConv)
+    conv, model = _cheb_model(SphericalChebConv)
     a = torch.cat([model(b) for b in SharedGraphLoader(shared, batch_size=8)])
     b = torch.cat([model(b) for b in DataLoader(pyg, batch_size=8)])
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     x = shared[20].x.double().numpy()
     np.testing.assert_allclose(a[20].detach().numpy(), _dense_oracle(conv, shared.graph, x),
                                rtol=1e-4, atol=1e-6)
+
+
+def test_same_outputs_with_pooling(root):
+    """conv -> HealpixPool -> conv -> global mean: the batches carry what pooling needs."""
+    torch.manual_seed(0)
+    conv1, conv2, pool = SphericalChebConv(1, 4, K=3), SphericalChebConv(4, 2, K=3), HealpixPool()
+
+    def model(data):
+        h = conv1(data.x, data.edge_index, data.edge_weight, batch=data.batch,
+                  lambda_max=data.lambda_max).relu()
+        h, coarse = pool(h, data)
+        h = conv2(h, coarse.edge_index, coarse.edge_weight, batch=coarse.batch,
+                  lambda_max=coarse.lambda_max)
+        return global_mean_pool(h, coarse.batch)
+
+    shared = ConvergenceMaps(root, 8, 1, log=False)
+    pyg = ConvergenceMaps(root, 8, 1, attach_graph=True, log=False)
+    a = torch.cat([model(b) for b in SharedGraphLoader(shared, batch_size=8)])
+    b = torch.cat([model(b) for b in DataLoader(pyg, batch_size=8)])
+    assert a.shape == (36, 2)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_transform_and_workers(root):
