@@ -515,7 +515,8 @@ class ConvergenceMaps(Dataset):
                             "to resample all maps to one resolution")
                 target = nside or map_nside
                 if order > target:
-                    raise ValueError(f"order {order} is larger than nside {target}")
+                    raise ValueError(f"order {order} is larger than the nside {target} of "
+                                     f"{_where(row)}")
                 if not arrays:  # patch size known from here on
                     patches = nested_patches(target, order).numpy()
                     for s in SPLITS:
@@ -545,6 +546,13 @@ class ConvergenceMaps(Dataset):
                     v = x[observed[patch_id]]
                     acc[s] += (v.size, v.sum(), np.square(v).sum())
 
+            total = acc['train'] if acc['train'][0] > 0 else sum(acc.values())
+            if total[0] == 0:
+                raise ValueError("no patch was kept: every patch has unobserved pixels or was "
+                                 "dropped by pre_filter; lower min_observed")
+            mean = total[1] / total[0]
+            std = float(np.sqrt(max(total[2] / total[0] - mean**2, 0.0)))
+
             samples = {}
             for s in SPLITS:
                 arr = arrays.pop(s)
@@ -561,12 +569,6 @@ class ConvergenceMaps(Dataset):
                 np.savez(fh, **samples)
             os.replace(osp.join(out, 'samples.npz.part'), osp.join(out, 'samples.npz'))
 
-            total = acc['train'] if acc['train'][0] > 0 else sum(acc.values())
-            if total[0] == 0:
-                raise ValueError("no patch was kept: every patch has unobserved pixels or was "
-                                 "dropped by pre_filter; lower min_observed")
-            mean = total[1] / total[0]
-            std = float(np.sqrt(max(total[2] / total[0] - mean**2, 0.0)))
             meta = {
                 'options': opts, 'raw': fingerprint, 'nside': int(nside or native[0]),
                 'order': order, 'files': [r['file'] for r in rows],
