@@ -23,6 +23,9 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+docs: install
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
 bench: install
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
 
