@@ -13,8 +13,10 @@ import warnings
 from collections import OrderedDict
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+import scipy.sparse as sp
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch_geometric.utils import get_laplacian
 
 LambdaMax = Union[float, Tensor]
@@ -201,7 +203,22 @@ def _nearly_equal(a: Tensor, b: Tensor) -> bool:
 
 
 def _csr(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:
-    # Coalescing sums duplicate edges, like message passing does.
+    """CSR matrix with entries ``(row[e], col[e]) = value[e]``, duplicates summed (as message
+    passing sums them)."""
+    if value.device.type == 'cpu' and value.dtype in (torch.float32, torch.float64):
+        return _csr_scipy(row, col, value, n)
+    return _csr_torch(row, col, value, n)
+
+
+def _csr_scipy(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:
+    # scipy's conversion is a linear-time bucket sort, several times faster than sorting.
+    m = sp.csr_matrix((value.numpy(), (row.numpy(), col.numpy())), shape=(n, n))
+    m.sum_duplicates()  # canonical: sorted column indices, no duplicates
+    return _csr_tensor(torch.from_numpy(m.indptr), torch.from_numpy(m.indices),
+                       torch.from_numpy(m.data), n)
+
+
+def _csr_torch(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*[Ss]parse.*')
         coo = torch.sparse_coo_tensor(torch.stack([row, col]), value, (n, n),
@@ -209,11 +226,14 @@ def _csr(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:
         return coo.to_sparse_csr()
 
 
-def _with_values(a: Tensor, values: Tensor) -> Tensor:
+def _csr_tensor(crow: Tensor, col: Tensor, values: Tensor, n: int) -> Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*[Ss]parse.*')
-        return torch.sparse_csr_tensor(a.crow_indices(), a.col_indices(), values, a.shape,
-                                       check_invariants=False)
+        return torch.sparse_csr_tensor(crow, col, values, (n, n), check_invariants=False)
+
+
+def _with_values(a: Tensor, values: Tensor) -> Tensor:
+    return _csr_tensor(a.crow_indices(), a.col_indices(), values, a.size(0))
 
 
 def cheb_operator(edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
@@ -243,33 +263,51 @@ def _mm(a: Tensor, x: Tensor) -> Tensor:
     return torch.sparse.mm(a, x)  # cuSPARSE
 
 
-class _SparseMatmul(torch.autograd.Function):
-    """``a @ x`` for a constant sparse ``a``; the backward multiplies by the cached transpose
-    ``a_t`` (the very same tensor when ``a`` is symmetric) instead of transposing ``a``."""
+class _ChebyshevBasis(torch.autograd.Function):
+    """The stacked terms :math:`T_k(\\tilde{L}) x`; the backward runs Clenshaw's recurrence
+    with the cached transpose (the very same matrix when :math:`\\tilde{L}` is symmetric):
+    :math:`\\sum_k T_k(\\tilde{L}^\\top) G_k` in K - 1 sparse products, with no autograd
+    graph of the recursion and no copies of the incoming gradient."""
     @staticmethod
-    def forward(ctx, x: Tensor, a: Tensor, a_t: Tensor) -> Tensor:
-        ctx.a_t = a_t
-        return _mm(a, x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return _mm(ctx.a_t, grad), None, None
-
-
-def sparse_matmul(a: Tensor, a_t: Tensor, x: Tensor) -> Tensor:
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _SparseMatmul.apply(x, a, a_t)
-    return _mm(a, x)
-
-
-def chebyshev_basis(op: ChebOperator, x: Tensor, K: int) -> List[Tensor]:
-    """:math:`T_0(\\tilde{L})x, \\dots, T_{K-1}(\\tilde{L})x` for node features :math:`x`
-    of shape :math:`[N, C]` (several maps folded into the columns)."""
-    terms = [x]
-    if K > 1:
-        t0, t1 = x, sparse_matmul(op.matrix, op.matrix_t, x)
-        terms.append(t1)
+    def forward(ctx, x: Tensor, op: 'ChebOperator', K: int) -> Tensor:
+        ctx.op = op
+        n, b, f = x.shape
+        t0 = x.reshape(n, b * f)
+        t1 = _mm(op.matrix, t0)
+        terms = [t0, t1]
         for _ in range(2, K):
-            t0, t1 = t1, sparse_matmul(op.matrix2, op.matrix2_t, t1) - t0
+            t0, t1 = t1, _mm(op.matrix2, t1).sub_(t0)
             terms.append(t1)
-    return terms
+        return torch.stack([t.view(n, b, f) for t in terms], dim=2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        op = ctx.op
+        n, b, K, f = grad.shape
+        b2, b1 = None, grad[:, :, K - 1].reshape(n, b * f)
+        for k in range(K - 2, 0, -1):
+            bk = _mm(op.matrix2_t, b1)
+            bk.view(n, b, f).add_(grad[:, :, k])
+            if b2 is not None:
+                bk.sub_(b2)
+            b2, b1 = b1, bk
+        out = _mm(op.matrix_t, b1)
+        out.view(n, b, f).add_(grad[:, :, 0])
+        if b2 is not None:
+            out.sub_(b2)
+        return out.view(n, b, f), None, None
+
+
+def chebyshev_basis(op: ChebOperator, x: Tensor, K: int) -> Tensor:
+    """Stacks :math:`T_0(\\tilde{L})x, \\dots, T_{K-1}(\\tilde{L})x` along a new dim.
+
+    Args:
+        op: the operator of the graph.
+        x: node features :math:`[N, B, F]` (B maps on the graph; any strides).
+        K: number of Chebyshev terms, at least 2.
+
+    Returns:
+        :math:`[N, B, K, F]`, contiguous.
+    """
+    return _ChebyshevBasis.apply(x.contiguous(), op, K)

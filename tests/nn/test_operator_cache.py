@@ -114,3 +114,29 @@ def test_cache_is_bounded(graph):
     assert len(_sparse.OPERATOR_CACHE) == _sparse.OPERATOR_CACHE.maxsize
     _sparse.clear_cache()
     assert len(_sparse.OPERATOR_CACHE) == 0
+
+
+def test_csr_builders_agree_and_sum_duplicates():
+    # The scipy builder (CPU) and the torch builder (other devices) give the same matrix.
+    row = torch.tensor([0, 2, 1, 0, 2, 0])
+    col = torch.tensor([1, 0, 2, 1, 2, 0])
+    value = torch.tensor([1., 2., 3., 4., 5., 6.])
+    dense = torch.zeros(3, 3).index_put_((row, col), value, accumulate=True)
+    for build in (_sparse._csr_scipy, _sparse._csr_torch):
+        a = build(row, col, value, 3)
+        assert a.layout == torch.sparse_csr and a.values().numel() == 5
+        torch.testing.assert_close(a.to_dense(), dense)
+        torch.testing.assert_close(_sparse._mm(a, torch.eye(3)), dense)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_matches_cpu(graph):
+    conv = make_conv()
+    x = torch.randn(3, graph.num_nodes, 2, requires_grad=True)
+    out = conv(x, graph.edge_index, graph.edge_weight)
+    grad, = torch.autograd.grad(out.square().sum(), x)
+    conv_cuda, x_cuda = conv.cuda(), x.detach().cuda().requires_grad_()
+    out_cuda = conv_cuda(x_cuda, graph.edge_index.cuda(), graph.edge_weight.cuda())
+    grad_cuda, = torch.autograd.grad(out_cuda.square().sum(), x_cuda)
+    torch.testing.assert_close(out_cuda.cpu(), out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad_cuda.cpu(), grad, rtol=1e-4, atol=1e-5)

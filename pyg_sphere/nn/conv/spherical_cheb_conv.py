@@ -197,14 +197,16 @@ class SphericalChebConv(MessagePassing):
         return out
 
     def _forward_fused(self, x, edge_index, edge_weight, batch, lam) -> Tensor:
-        terms = _chebyshev_terms(x, edge_index, edge_weight, batch, lam, self.normalization,
-                                 self.K)
-        # One product with the K weight matrices side by side: [.., K*F_in] @ [K*F_in, F_out].
-        weight = torch.cat([lin.weight for lin in self.lins], dim=1)
-        if x.dim() == 2:
-            return F.linear(terms.flatten(-2), weight, self.bias)
+        # Maps on a shared graph are filtered together: [B, N, F] is handled as [N, B*F].
+        nodes_first = x.unsqueeze(1) if x.dim() == 2 else x.transpose(0, 1)
+        terms = _chebyshev_terms(nodes_first, edge_index, edge_weight, batch, lam,
+                                 self.normalization, self.K)
         n, b = terms.shape[:2]
-        out = F.linear(terms.reshape(n * b, -1), weight, self.bias)
+        # One product with the K weight matrices side by side: [N*B, K*F_in] @ [K*F_in, F_out].
+        weight = torch.cat([lin.weight for lin in self.lins], dim=1)
+        out = F.linear(terms.view(n * b, -1), weight, self.bias)
+        if x.dim() == 2:
+            return out
         # [N, B, F_out] viewed as [B, N, F_out]: the next layer folds it back without a copy.
         return out.view(n, b, -1).transpose(0, 1)
 
@@ -220,14 +222,9 @@ class SphericalChebConv(MessagePassing):
 @torch.compiler.disable
 def _chebyshev_terms(x: Tensor, edge_index: Tensor, edge_weight: OptTensor,
                      batch: OptTensor, lam, normalization, K: int) -> Tensor:
-    """The K Chebyshev terms, [N, K, F] for x [N, F], or [N, B, K, F] for x [B, N, F]."""
+    """The K Chebyshev terms [N, B, K, F] of x [N, B, F]."""
     if K == 1:
-        return x.unsqueeze(-2) if x.dim() == 2 else x.transpose(0, 1).unsqueeze(-2)
-    op = _sparse.cheb_operator(edge_index, edge_weight, x.size(-2), normalization, lam,
+        return x.unsqueeze(2).contiguous()
+    op = _sparse.cheb_operator(edge_index, edge_weight, x.size(0), normalization, lam,
                                x.dtype, x.device, batch)
-    if x.dim() == 2:
-        return torch.stack(_sparse.chebyshev_basis(op, x, K), dim=1)
-    b, n, f = x.shape
-    folded = x.transpose(0, 1).reshape(n, b * f)
-    terms = _sparse.chebyshev_basis(op, folded, K)
-    return torch.stack([t.view(n, b, f) for t in terms], dim=2)
+    return _sparse.chebyshev_basis(op, x, K)
