@@ -46,6 +46,18 @@ def test_returns_the_memoised_coarse_graph():
     assert coarse.edge_weight is expected.edge_weight
 
 
+def test_coarse_graph_follows_the_features_device():
+    # 'meta' stands in for an accelerator: the coarse graph is moved once, then reused, so
+    # the next convolution finds its cached operator.
+    graph = healpix_graph(8)
+    pool = HealpixPool()
+    x = torch.empty(2, graph.num_nodes, 3, device='meta')
+    out, coarse = pool(x, graph)
+    assert out.device.type == 'meta' and coarse.edge_index.device.type == 'meta'
+    assert pool(x, graph)[1].edge_index is coarse.edge_index
+    assert coarsen_graph(graph).edge_index.device.type == 'cpu'
+
+
 @pytest.mark.parametrize('reduce', ['mean', 'max'])
 def test_region_closed_under_the_hierarchy(reduce):
     nside, levels = 16, 2

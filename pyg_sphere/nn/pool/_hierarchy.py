@@ -18,6 +18,7 @@ from pyg_sphere.nn._sparse import IdentityCache
 
 _CLOSED = IdentityCache(maxsize=32)
 _COARSE_BATCHES = IdentityCache(maxsize=8)
+_ON_DEVICE = IdentityCache(maxsize=16)
 
 CLOSE_HINT = ("close the region first with pyg_sphere.close_hierarchy(pixels, levels) and "
               "build the graph on the returned pixels")
@@ -107,25 +108,33 @@ def check_closed(pixels: Tensor, levels: int):
 _GRAPH_KEYS = ('nside', 'nest', 'k', 'kernel_width', 'variant', 'lambda_max')
 
 
-def coarse_graph(graph, levels: int):
-    """The graph after :obj:`levels` poolings (memoised), a Batch for a Batch."""
+def coarse_graph(graph, levels: int, device: torch.device):
+    """The graph after :obj:`levels` poolings, a Batch for a Batch, on :obj:`device`.
+
+    Memoised: the same input graph (or sequence of graphs in a batch) gives a shallow copy of
+    the same tensors at every call, so the convolutions' operator caches keep hitting.
+    """
     from pyg_sphere.graph import coarsen_graph
 
     if not is_batch(graph):
-        return coarsen_graph(graph, levels)
-    # Describe each graph of the batch by its pixels and graph-level attributes only: cheaper
-    # than slicing out its edges with get_example.
-    ptr = graph.ptr.tolist()
-    values = {key: _graph_values(graph, key) for key in _GRAPH_KEYS if key in graph}
-    coarse = []
-    for i in range(graph.num_graphs):
-        fine = Data(pixels=graph.pixels[ptr[i]:ptr[i + 1]], num_nodes=ptr[i + 1] - ptr[i],
-                    **{key: value[i] for key, value in values.items()})
-        coarse.append(coarsen_graph(fine, levels))
-    # The memoised coarse graphs share their tensors across calls, so the collated batch of
-    # the same sequence of graphs is reused.
-    return _COARSE_BATCHES.get([c.edge_index for c in coarse], levels,
-                               lambda: Batch.from_data_list(coarse))
+        coarse = coarsen_graph(graph, levels)
+    else:
+        # Describe each graph of the batch by its pixels and graph-level attributes only:
+        # cheaper than slicing out its edges with get_example.
+        ptr = graph.ptr.tolist()
+        values = {key: _graph_values(graph, key) for key in _GRAPH_KEYS if key in graph}
+        graphs = []
+        for i in range(graph.num_graphs):
+            fine = Data(pixels=graph.pixels[ptr[i]:ptr[i + 1]], num_nodes=ptr[i + 1] - ptr[i],
+                        **{key: value[i] for key, value in values.items()})
+            graphs.append(coarsen_graph(fine, levels))
+        # The memoised coarse graphs share their tensors across calls, so the batch of the
+        # same sequence of graphs is collated once.
+        coarse = _COARSE_BATCHES.get([c.edge_index for c in graphs], levels,
+                                     lambda: Batch.from_data_list(graphs))
+    if coarse.edge_index.device != device:
+        coarse = _ON_DEVICE.get([coarse.edge_index], device, lambda: coarse.to(device))
+    return copy.copy(coarse)
 
 
 def with_features(coarse, source, x: Tensor):

@@ -90,7 +90,7 @@ class HealpixPool(torch.nn.Module):
     def _pool(self, x: Tensor, graph, return_indices: bool):
         H.check_graph(graph, x.size(-2), self.levels, shared_maps=x.dim() > 2)
         out, indices = H.pool_features(x, self.levels, self.reduce, return_indices)
-        return out, H.coarse_graph(graph, self.levels), indices
+        return out, H.coarse_graph(graph, self.levels, x.device), indices
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(reduce={self.reduce}, levels={self.levels})'
