@@ -8,7 +8,9 @@
    - the copy bound: slicing the memory-mapped array into batch tensors, no Data objects;
    - ``SharedGraphLoader`` (x [B, N, 1] and the graph once), without and with fresh noise;
    - PyG's ``DataLoader`` on items carrying the graph (``attach_graph=True``): the disjoint
-     union, which is what a user of plain PyG would pick.
+     union, which is what a user of plain PyG would pick;
+   - for scale, not a loader: one 16 -> 16 channel ``SphericalChebConv`` (K = 5) forward and
+     backward over the same batches.
 2. Processing time per map (read, mean removal, optional 3 arcmin smoothing, ud_grade, cut),
    at ``--nside`` and at ``--process-nside`` (default 1024, 2 and ``--process-maps`` maps), with
    the peak anonymous memory: it stays that of one map whatever the collection's size.
@@ -36,6 +38,7 @@ from pyg_sphere import healpix_graph, nested_patches
 from pyg_sphere.datasets import ConvergenceMaps
 from pyg_sphere.datasets.simulate import simulate_convergence_maps
 from pyg_sphere.loader import SharedGraphLoader
+from pyg_sphere.nn import SphericalChebConv
 from pyg_sphere.transforms import AddGaussianNoise
 
 
@@ -81,6 +84,17 @@ def throughput(root, nside, order, batch_size, repeats, pyg_maps):
         ('PyG DataLoader, attach_graph=True', drain(DataLoader(attached, batch_size)),
          len(attached)),
     ]
+    # Context, not a loader: one 16 -> 16 channel SphericalChebConv (K = 5) forward + backward
+    # over the same batches, the smallest layer of a DeepSphere network.
+    conv = SphericalChebConv(16, 16, K=5)
+    features = torch.randn(batch_size, ds.patch_size, 16)
+
+    def one_layer():
+        for _ in range(0, len(ds), batch_size):
+            conv(features, graph.edge_index, graph.edge_weight,
+                 lambda_max=graph.lambda_max).sum().backward()
+
+    runs.append(('(context: one SphericalChebConv 16->16, K=5, fwd+bwd)', one_layer, len(ds)))
     rows = []
     for name, fn, n in runs:
         seconds = timed(fn, repeats if 'PyG' not in name else max(1, repeats // 2))
@@ -173,9 +187,10 @@ def main():
             rows, graph, graph_s, n = throughput(root, args.nside, order, args.batch_size,
                                                  args.repeats, args.pyg_maps)
             graphs.append((order, graph, graph_s))
-            pyg = rows[-1][1]
+            pyg = rows[3][1]
             for name, rate in rows:
-                print(f"| {order} | {n} | {name} | {rate:.1f} | {rate / pyg:.0f}x |")
+                ratio = '-' if name.startswith('(') else f'{rate / pyg:.0f}x'
+                print(f"| {order} | {n} | {name} | {rate:.1f} | {ratio} |")
         print("\n| order | shared graph: nodes | edges | build s |")
         print("|---|---|---|---|")
         for order, g, s in graphs:
