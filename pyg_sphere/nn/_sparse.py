@@ -11,7 +11,7 @@ key. Device, dtype, node count, normalization and :math:`\\lambda_{\\max}` are p
 import math
 import warnings
 from collections import OrderedDict
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import scipy.sparse as sp
 import torch
@@ -180,14 +180,6 @@ class ChebOperator:
         self.matrix2 = _with_values(l1, 2.0 * l1.values())
         self.matrix2_t = self.matrix2 if self.symmetric else _with_values(
             l1_t, 2.0 * l1_t.values())
-
-    @property
-    def dtype(self):
-        return self.matrix.dtype
-
-    @property
-    def nnz(self) -> int:
-        return self.matrix.values().numel()
 
 
 def _nearly_equal(a: Tensor, b: Tensor) -> bool:

@@ -61,7 +61,7 @@ class SphericalChebConv(MessagePassing):
             :obj:`None` (:math:`D - A`). (default: :obj:`"sym"`)
         lambda_max (float or str, optional): :math:`\lambda_{\max}` used when :meth:`forward`
             is not given one: a float, or :obj:`"auto"` to estimate it once per graph with
-            :func:`pyg_sphere.estimate_lambda_max` (for a disjoint batch without per-graph
+            :func:`pyg_sphere.graph.estimate_lambda_max` (for a disjoint batch without per-graph
             values, the largest over its graphs). A :obj:`lambda_max` passed to
             :meth:`forward` always takes precedence. (default: :obj:`"auto"`)
         bias (bool, optional): If :obj:`False`, no additive bias. (default: :obj:`True`)
