@@ -57,9 +57,9 @@ def equivariance_error(graph: Data, ell: int, op: Optional[Operator] = None, *,
         op (callable, optional): The operator :math:`F`, called as
             ``op(x, graph.edge_index, graph.edge_weight)`` with ``x`` of shape
             :math:`[N, C_{in}]` in the graph's node order, like a PyG layer (e.g. a
-            :class:`~pyg_sphere.nn.SphericalChebConv`; it runs under :func:`torch.no_grad`, in
-            the dtype and on the device of its parameters, float64 on cpu for a plain function). :obj:`None` (default): the graph
-            Laplacian with :obj:`normalization`.
+            :class:`~pyg_sphere.nn.SphericalChebConv`). It runs under :func:`torch.no_grad`,
+            in the dtype and on the device of its parameters (float64 on the CPU for a plain
+            function). :obj:`None` (default): the graph Laplacian with :obj:`normalization`.
         normalization (str, optional): Laplacian used when :obj:`op` is :obj:`None`:
             :obj:`'sym'` (:math:`I - D^{-1/2} W D^{-1/2}`, the one the layers filter with),
             :obj:`'rw'` or :obj:`None` (combinatorial :math:`D - W`, the paper's choice).
