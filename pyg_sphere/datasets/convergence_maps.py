@@ -35,7 +35,7 @@ def _is_pow2(n) -> bool:
             and n & (n - 1) == 0)
 
 
-def read_manifest(path: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+def _read_manifest(path: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
                   split_seed: int = 0) -> list[dict]:
     """Reads and validates ``raw/manifest.csv``; assigns a split to every map.
 
@@ -109,7 +109,7 @@ def read_manifest(path: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
     return rows
 
 
-def read_map(path: str, row: dict, npy_nest: bool = False) -> tuple[np.ndarray, bool]:
+def _read_map(path: str, row: dict, npy_nest: bool = False) -> tuple[np.ndarray, bool]:
     """Reads one full-sky or partial HEALPix map.
 
     FITS goes through healpy and keeps the ordering of its ``ORDERING`` keyword; ``.npy`` holds
@@ -165,7 +165,7 @@ def read_map(path: str, row: dict, npy_nest: bool = False) -> tuple[np.ndarray, 
     return m, nest
 
 
-def prepare_map(m: np.ndarray, nest: bool, nside: int,
+def _prepare_map(m: np.ndarray, nest: bool, nside: int,
                 smoothing_arcmin: Optional[float] = None) -> np.ndarray:
     """Mean removal, optional Gaussian smoothing, resampling to ``nside`` and nested ordering.
 
@@ -490,7 +490,7 @@ class ConvergenceMaps(Dataset):
             os.remove(marker)
         opts = self.options
         fingerprint = self._fingerprint()
-        rows = read_manifest(osp.join(self.raw_dir, MANIFEST), opts['split_fractions'],
+        rows = _read_manifest(osp.join(self.raw_dir, MANIFEST), opts['split_fractions'],
                              opts['split_seed'])
         for row in rows:  # fail on a missing file before spending time on the others
             if not osp.isfile(osp.join(self.raw_dir, row['file'])):
@@ -504,7 +504,7 @@ class ConvergenceMaps(Dataset):
         native = None
         try:
             for map_id, row in enumerate(rows):
-                m, nest = read_map(osp.join(self.raw_dir, row['file']), row, opts['npy_nest'])
+                m, nest = _read_map(osp.join(self.raw_dir, row['file']), row, opts['npy_nest'])
                 map_nside = hp.npix2nside(m.size)
                 if nside is None:
                     native = native or (map_nside, row)
@@ -524,7 +524,7 @@ class ConvergenceMaps(Dataset):
                             parts[s], mode='w+', dtype=np.float32,
                             shape=(n_maps[s] * patches.shape[0], patches.shape[1]))
                 try:
-                    m = prepare_map(m, nest, target, opts['smoothing_arcmin'])
+                    m = _prepare_map(m, nest, target, opts['smoothing_arcmin'])
                 except ValueError as e:
                     raise ValueError(f"{_where(row)}: {e}") from e
                 values = m[patches]

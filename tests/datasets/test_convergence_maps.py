@@ -171,7 +171,7 @@ def test_interrupted_process_leaves_nothing_valid(tmp_path, monkeypatch):
     (tmp_path / 'processed' / os.path.basename(out) / 'train.npy.part').write_bytes(b'junk')
 
     calls = []
-    original = cm.prepare_map
+    original = cm._prepare_map
 
     def crash_on_third(*args, **kwargs):
         calls.append(1)
@@ -179,13 +179,13 @@ def test_interrupted_process_leaves_nothing_valid(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # like a user's Ctrl-C in the middle of processing
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(cm, 'prepare_map', crash_on_third)
+    monkeypatch.setattr(cm, '_prepare_map', crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         ConvergenceMaps(str(tmp_path), nside=8, order=1, force_reload=True, log=False)
     assert not os.path.exists(os.path.join(out, 'meta.json'))  # the old marker went first
     assert glob.glob(os.path.join(out, '*.part')) == []
 
-    monkeypatch.setattr(cm, 'prepare_map', original)
+    monkeypatch.setattr(cm, '_prepare_map', original)
     redone = ConvergenceMaps(str(tmp_path), nside=8, order=1, log=False)
     assert len(redone) == 24 and os.path.exists(os.path.join(out, 'meta.json'))
     np.testing.assert_allclose(redone[12].x[:, 0].numpy(), oracle(maps[1], 8, 1)[0],
