@@ -371,6 +371,14 @@ class DeepSphere(_SphereModel):
         batch_norm (bool): Batch normalization after each convolution. (default: :obj:`True`)
         dropout (float): Dropout probability before the head. (default: :obj:`0.0`)
 
+    Attributes:
+        nside (int): Resolution of the input maps.
+        num_nodes (int): Pixel count :math:`N` of the input region.
+        levels (int): Number of poolings.
+        pixels (torch.Tensor): The region's nested ids :math:`[N]` (a buffer).
+        config (dict): The constructor arguments; see also :meth:`from_config`,
+            :meth:`load_checkpoint_state` and :meth:`check_data`.
+
     Shapes:
         - **input:** maps :math:`(B, N, F_{in})` sharing the model's graph, or a PyG batch
           :math:`(B \cdot N, F_{in})` with its batch vector :math:`(B \cdot N)`, or one map
