@@ -552,7 +552,8 @@ def plot_example_maps(dataset: ConvergenceMaps, path: str) -> None:
         full[pixels] = data.x[:, 0].numpy()
         name = f"class {label}"
         if math.isfinite(float(data.omega_m)):
-            name += f" ($\\Omega_m$={float(data.omega_m):.2f}, $\\sigma_8$={float(data.sigma_8):.3f})"
+            name += (f" ($\\Omega_m$={float(data.omega_m):.2f}, "
+                     f"$\\sigma_8$={float(data.sigma_8):.3f})")
         centre = np.mean(hp.pix2vec(dataset.nside, pixels, nest=True), axis=1)
         lon, lat = hp.vec2ang(centre, lonlat=True)
         lon, lat = float(lon[0]), float(lat[0])
