@@ -112,7 +112,7 @@ def run_deepsphere(root, args, order, level):
         argv += ['--threads', str(args.threads)]
     if osp.isfile(osp.join(out, 'last.pt')):
         argv.append('--resume')
-    metrics = train_cosmo.main(argv)
+    metrics = train_cosmo.run(argv)
     return metrics['test_acc'], metrics['best_epoch']
 
 

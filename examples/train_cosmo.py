@@ -15,11 +15,11 @@ import torch
 
 from pyg_sphere.datasets import ConvergenceMaps
 from pyg_sphere.loader import SharedGraphLoader
-from pyg_sphere.train_cosmo import build_parser, load_checkpoint, main, model_from_checkpoint
+from pyg_sphere.train_cosmo import build_parser, load_checkpoint, model_from_checkpoint, run
 from pyg_sphere.transforms import AddGaussianNoise
 
 if __name__ == '__main__':
-    metrics = main(sys.argv[1:])  # train (or --resume) as the command does
+    metrics = run(sys.argv[1:])  # train (or --resume) as the command does
     args = build_parser().parse_args(sys.argv[1:])
 
     # The best checkpoint holds the model's config and weights: rebuild it without knowing

@@ -1,7 +1,7 @@
 """What ``make demo`` runs: DeepSphere on a small simulated cosmology task, a few minutes on CPU.
 
 ``python -m pyg_sphere.demo [extra train_cosmo options]`` simulates (once) a small collection of
-power-matched convergence maps in ``data/cosmo_nside{nside}``, trains
+power-matched convergence maps in ``data/demo_nside128``, trains
 :class:`~pyg_sphere.nn.models.DeepSphere` with :mod:`pyg_sphere.train_cosmo` to tell the two
 cosmologies apart, writes checkpoints, metrics and figures to ``runs/demo`` and ends with the
 test accuracy. Options given on the command line override the demo's.
@@ -14,16 +14,19 @@ from typing import Optional, Sequence
 
 from . import train_cosmo
 
-#: The demo's options for :func:`pyg_sphere.train_cosmo.main`.
-DEMO_ARGS = ('--nside', '128', '--order', '2', '--noise', '0', '--n-per-class', '40',
-             '--epochs', '4', '--lr', '1e-3', '--out', 'runs/demo')
+#: The demo's options for :func:`pyg_sphere.train_cosmo.run`. One torch thread: on a busy
+#: 2-core machine, two threads made the sparse products several times slower (spinning
+#: threads), one loses little on an idle one.
+DEMO_ARGS = ('--nside', '128', '--order', '2', '--noise', '0', '--n-per-class', '60',
+             '--epochs', '3', '--lr', '1e-3', '--threads', '1',
+             '--data-dir', 'data/demo_nside128', '--out', 'runs/demo')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Runs the demo; returns the metrics of :func:`pyg_sphere.train_cosmo.main`."""
     extra = list(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
-    metrics = train_cosmo.main(list(DEMO_ARGS) + extra)
+    metrics = train_cosmo.run(list(DEMO_ARGS) + extra)
     minutes = (time.perf_counter() - start) / 60
     data = metrics['data']
     print(f"\nDeepSphere, nside {data['nside']}, order-{data['order']} patches "

@@ -51,7 +51,8 @@ from .datasets import ConvergenceMaps, simulate_convergence_maps
 from .loader import SharedGraphLoader
 from .transforms import AddGaussianNoise
 
-__all__ = ['main', 'build_parser', 'train', 'check_compatible']
+__all__ = ['main', 'run', 'build_parser', 'train', 'check_compatible', 'load_checkpoint',
+           'model_from_checkpoint']
 
 HISTORY_FIELDS = ('epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc', 'lr', 'seconds')
 
@@ -190,7 +191,8 @@ def prepare_data(args, rank: int = 0, world: int = 1) -> dict[str, ConvergenceMa
     if rank == 0 and not osp.isfile(manifest):
         print(f"No maps in {root}: simulating {args.n_per_class} per class at nside "
               f"{args.nside} (power_matched={args.power_matched})", flush=True)
-        simulate_convergence_maps(root, args.n_per_class, args.nside, seed=args.seed,
+        # Seed 0 whatever --seed is: the default collection is always the same maps.
+        simulate_convergence_maps(root, args.n_per_class, args.nside, seed=0,
                                   power_matched=args.power_matched, progress=not args.quiet)
     kwargs = dict(nside=args.nside, order=args.order, k=args.k,
                   smoothing_arcmin=args.smoothing, log=False)
@@ -281,7 +283,10 @@ def _set_rng_states(states: dict) -> None:
 
 
 def load_checkpoint(path: str, map_location='cpu') -> dict:
-    """Reads a checkpoint written by :func:`train` (``best.pt`` or ``last.pt``)."""
+    """Reads a checkpoint written by :func:`train` (``best.pt`` or ``last.pt``).
+
+    Checkpoints hold pickled RNG states and options: load only checkpoints you trust.
+    """
     if not osp.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}: train first, or drop --resume")
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
@@ -603,17 +608,27 @@ def plot_confusion(confusion: np.ndarray, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-    """Console entry point (``pyg-sphere-train-cosmo``); returns the metrics."""
-    args = build_parser().parse_args(argv)
+def run(argv: Optional[Sequence[str]] = None) -> dict:
+    """Trains with command-line options given as a list (``None``: ``sys.argv``).
+
+    Raises ``ValueError``/``FileNotFoundError`` on bad input.
+
+    Returns:
+        The metrics, as written to ``metrics.json`` (see :func:`train`).
+    """
+    return train(build_parser().parse_args(argv))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point (``pyg-sphere-train-cosmo``, ``python -m pyg_sphere.train_cosmo``):
+    bad input ends with a one-line error and exit status 2."""
     try:
-        return train(args)
+        run(argv)
     except (ValueError, FileNotFoundError) as e:
-        if argv is not None:  # called from Python: let the caller see the exception
-            raise
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return 2
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

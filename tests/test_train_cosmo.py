@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pyg_sphere.datasets import ConvergenceMaps
-from pyg_sphere.train_cosmo import check_compatible, load_checkpoint, main, model_from_checkpoint
+from pyg_sphere import train_cosmo
+from pyg_sphere.train_cosmo import check_compatible, load_checkpoint, model_from_checkpoint
 
 # nside 16, order 1: 12 patches of 256 pixels per map; two poolings down to 16 pixels.
 TINY = ['--nside', '16', '--order', '1', '--channels', '8,16', '--K', '3', '--batch-size', '16',
@@ -22,8 +23,8 @@ def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp('cosmo') / 'data')
 
 
-def run(data_dir, out, *extra):
-    return main(TINY + ['--data-dir', data_dir, '--out', str(out), *extra])
+def fit(data_dir, out, *extra):
+    return train_cosmo.run(TINY + ['--data-dir', data_dir, '--out', str(out), *extra])
 
 
 def strip_times(history):
@@ -31,7 +32,7 @@ def strip_times(history):
 
 
 def test_outputs(data_dir, tmp_path):
-    metrics = run(data_dir, tmp_path, '--epochs', '2', '--noise', '0.5')
+    metrics = fit(data_dir, tmp_path, '--epochs', '2', '--noise', '0.5')
     # Simulated on first use: 4 maps per class split 60/20/20 by map.
     with open(os.path.join(data_dir, 'raw', 'manifest.csv')) as f:
         rows = list(csv.DictReader(f))
@@ -71,14 +72,14 @@ def test_outputs(data_dir, tmp_path):
 
 
 def test_deterministic_and_exact_resume(data_dir, tmp_path):
-    a = run(data_dir, tmp_path / 'a', '--epochs', '2', '--noise', '1', '--no-figures')
-    b = run(data_dir, tmp_path / 'b', '--epochs', '2', '--noise', '1', '--no-figures')
+    a = fit(data_dir, tmp_path / 'a', '--epochs', '2', '--noise', '1', '--no-figures')
+    b = fit(data_dir, tmp_path / 'b', '--epochs', '2', '--noise', '1', '--no-figures')
     assert strip_times(a['history']) == strip_times(b['history'])
     assert a['test_acc'] == b['test_acc']
 
     # Interrupted after one epoch, then resumed: the same as the uninterrupted run.
-    run(data_dir, tmp_path / 'c', '--epochs', '1', '--noise', '1', '--no-figures')
-    c = run(data_dir, tmp_path / 'c', '--epochs', '2', '--noise', '1', '--no-figures',
+    fit(data_dir, tmp_path / 'c', '--epochs', '1', '--noise', '1', '--no-figures')
+    c = fit(data_dir, tmp_path / 'c', '--epochs', '2', '--noise', '1', '--no-figures',
             '--resume')
     assert strip_times(c['history']) == strip_times(a['history'])
     last_a = load_checkpoint(str(tmp_path / 'a' / 'last.pt'))['state_dict']
@@ -86,38 +87,41 @@ def test_deterministic_and_exact_resume(data_dir, tmp_path):
     assert all(torch.equal(last_a[k], last_c[k]) for k in last_a)
 
     # Another seed gives another run.
-    d = run(data_dir, tmp_path / 'd', '--epochs', '2', '--noise', '1', '--no-figures',
+    d = fit(data_dir, tmp_path / 'd', '--epochs', '2', '--noise', '1', '--no-figures',
             '--seed', '1')
     assert strip_times(d['history']) != strip_times(a['history'])
 
 
-def test_bad_input(data_dir, tmp_path):
-    run(data_dir, tmp_path, '--epochs', '1', '--no-figures')
+def test_bad_input(data_dir, tmp_path, capsys):
+    fit(data_dir, tmp_path, '--epochs', '1', '--no-figures')
     # Resuming with another architecture.
     with pytest.raises(ValueError, match='--channels'):
-        run(data_dir, tmp_path, '--epochs', '2', '--no-figures', '--resume',
+        fit(data_dir, tmp_path, '--epochs', '2', '--no-figures', '--resume',
             '--channels', '8,8')
     # A checkpoint of another architecture under the same options.
     ckpt = load_checkpoint(str(tmp_path / 'last.pt'))
     other = torch.nn.Linear(3, 2).state_dict()
     torch.save({**ckpt, 'state_dict': other}, tmp_path / 'last.pt')
     with pytest.raises(ValueError, match='do not fit'):
-        run(data_dir, tmp_path, '--epochs', '2', '--no-figures', '--resume')
+        fit(data_dir, tmp_path, '--epochs', '2', '--no-figures', '--resume')
     # Data at another nside or patch order than the model.
     for nside, order, what in ((32, 2, 'nside'), (16, 2, 'pixels per sample')):
         other_data = ConvergenceMaps(data_dir, nside=nside, order=order, log=False)
         with pytest.raises(ValueError, match=what):
             check_compatible(ckpt['config'], other_data)
     with pytest.raises(FileNotFoundError, match='no checkpoint'):
-        run(data_dir, tmp_path / 'empty', '--epochs', '1', '--resume')
-    # Patches too small for the number of poolings.
+        fit(data_dir, tmp_path / 'empty', '--epochs', '1', '--resume')
+    # Patches too small for the number of poolings; on the command line, a one-line error.
     with pytest.raises(ValueError, match='too small'):
-        main(TINY + ['--data-dir', data_dir, '--out', str(tmp_path), '--order', '8'])
+        fit(data_dir, tmp_path, '--order', '8')
+    argv = TINY + ['--data-dir', data_dir, '--out', str(tmp_path), '--order', '8']
+    assert train_cosmo.main(argv) == 2
+    assert 'error: patches of order 8 at nside 16 are 2x2 pixels' in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(data_dir, tmp_path):
-    run(data_dir, tmp_path / 'single', '--epochs', '1', '--no-figures')  # data ready
+    fit(data_dir, tmp_path / 'single', '--epochs', '1', '--no-figures')  # data ready
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     out = tmp_path / 'ddp'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
