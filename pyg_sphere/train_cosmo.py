@@ -70,7 +70,14 @@ def _channels(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line options of :func:`main`."""
+    """The command-line options of :func:`run` and :func:`main`.
+
+    Example::
+
+        >>> args = build_parser().parse_args(['--nside', '256', '--order', '4', '--noise', '2'])
+        >>> args.lr, args.lr_decay, args.channels, args.device
+        (0.0002, 0.999, (16, 32, 64, 64, 64), 'auto')
+    """
     p = argparse.ArgumentParser(
         prog='pyg-sphere-train-cosmo',
         description="Train DeepSphere to classify convergence maps of two cosmologies "
