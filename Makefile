@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-EXTRAS ?= test,cosmo,baselines,docs
+EXTRAS ?= test,cosmo,baselines,plot,docs
 PY := $(VENV)/bin/python
 
 .PHONY: install demo test docs bench clean

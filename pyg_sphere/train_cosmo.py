@@ -538,7 +538,11 @@ def write_history(history: list[dict], out_dir: str) -> None:
 
 # ----- figures --------------------------------------------------------------------------------
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError("the PNG figures need matplotlib: pip install 'pyg_sphere[plot]', "
+                          "or pass --no-figures") from err
     matplotlib.use('Agg')  # files only, no display
     import matplotlib.pyplot as plt
     return plt
