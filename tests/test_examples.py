@@ -1,0 +1,122 @@
+"""The tutorial scripts in examples/ run end to end on small settings and print what they claim.
+
+Each script runs in its own process, as a user would run it, from a temporary directory so that
+default output paths land there.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / 'examples'
+PNG = b'\x89PNG\r\n\x1a\n'
+
+
+def run_example(name, *args, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def table_rows(stdout, first_cells):
+    """The cells of the markdown table rows whose first cell starts with one of first_cells."""
+    rows = [[c.strip() for c in line.strip().strip('|').split('|')]
+            for line in stdout.splitlines() if line.startswith('|')]
+    return [r for r in rows if r[0].startswith(first_cells)]
+
+
+def test_every_example_is_tested():
+    tested = {'train_cosmo.py', 'mix_gnn_layers.py', 'masked_region.py',
+              'measure_equivariance.py', 'reproduce_paper.py'}
+    assert {p.name for p in EXAMPLES.glob('*.py')} == tested
+
+
+def test_measure_equivariance(tmp_path):
+    out = run_example('measure_equivariance.py', '--nside', 16, '--ell', 20, '--layer',
+                      cwd=tmp_path)
+    rows = {r[0]: r for r in table_rows(out, ('v1', 'v2', 'identity'))}
+    assert len(rows) == 5
+    laplacian = [float(rows[name][3]) for name in ('v1 (healpy 8 neighbours)', 'v2, k = 8',
+                                                    'v2, k = 20', 'v2, k = 40')]
+    floor = float(rows['identity (floor of the measure)'][3])
+    # DeepSphere v2's ordering: the v1 graph is the least equivariant, more neighbours help,
+    # and all are far above the error of the measurement itself.
+    assert laplacian == sorted(laplacian, reverse=True)
+    assert laplacian[-1] > 100 * floor
+    assert rows['v2, k = 8'][4] == f'{laplacian[0] / laplacian[1]:.1f}x'
+    assert float(rows['v2, k = 20'][1]) == pytest.approx(20, abs=1)  # edges per pixel
+    layers = [float(rows[name][5]) for name in ('v1 (healpy 8 neighbours)', 'v2, k = 8')]
+    assert layers[0] > layers[1]
+
+
+@pytest.mark.parametrize('args', [[], ['--mask', 'disc', '--radius', 50, '--K', 4]])
+def test_masked_region(tmp_path, args):
+    out = run_example('masked_region.py', *args, cwd=tmp_path)
+    rows = table_rows(out, ('conv', 'pool'))
+    assert [r[0] for r in rows] == ['conv 1', 'pool 1', 'conv 2', 'pool 2']
+    assert [int(r[1]) for r in rows] == [32, 16, 16, 8]
+    for step, nside, nodes, inside, agree, elsewhere in rows:
+        assert 0 < int(inside) < int(nodes)
+        # Inside, the region's graph gives the full sphere's outputs; at its border it does not.
+        assert float(agree) < 1e-5
+        assert float(elsewhere) > 1e-3
+    # The region is pooled with its graph: a quarter of the nodes at each pooling.
+    assert int(rows[1][2]) * 4 == int(rows[0][2])
+    assert int(rows[3][2]) * 4 == int(rows[2][2])
+
+
+def test_train_cosmo(tmp_path):
+    out = run_example('train_cosmo.py', '--nside', 16, '--order', 1, '--channels', '8,16',
+                      '--K', 3, '--batch-size', 16, '--n-per-class', 4, '--epochs', 1,
+                      '--threads', 1, '--quiet', '--no-figures', '--data-dir', tmp_path / 'data',
+                      '--out', tmp_path / 'run', cwd=tmp_path)
+    match = re.search(r'recomputed from best.pt: ([\d.]+) \(train_cosmo reported ([\d.]+)\)', out)
+    assert match, out
+    # The checkpoint rebuilt without the training options classifies the test set the same.
+    assert match.group(1) == match.group(2)
+    metrics = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
+    assert f"{metrics['test_acc']:.4f}" == match.group(2)
+    assert 'DeepSphere(' in out
+
+
+@pytest.mark.slow
+def test_mix_gnn_layers(tmp_path):
+    out = run_example('mix_gnn_layers.py', '--epochs', 1, cwd=tmp_path)
+    assert 'GATConv' in out and 'SphericalChebConv' in out
+    assert re.search(r'epoch 1: train loss [\d.]+, test accuracy [\d.]+', out)
+    diff = float(re.search(r'max \|Batch - graph by graph\| = (\S+)', out).group(1))
+    assert diff < 1e-4
+
+
+@pytest.mark.slow
+def test_reproduce_paper(tmp_path):
+    args = ['--nside', 32, '--n-per-class', 4, '--epochs', 1, '--orders', 1, '--noise', 0, 2,
+            '--threads', 1, '--data-dir', tmp_path / 'data', '--out', tmp_path / 'run',
+            '--docs', tmp_path / 'docs']
+    out = run_example('reproduce_paper.py', *args, cwd=tmp_path)
+    assert len(re.findall(r'^order 1 noise \d', out, re.M)) == 2
+    state = json.loads((tmp_path / 'run' / 'results.json').read_text())
+    assert set(state['results']) == {'1/0', '1/2'}
+    methods = ('DeepSphere', 'PSD + SVM', 'histogram + SVM')
+    for result in state['results'].values():
+        assert all(0 <= result[m] <= 1 for m in methods)
+    assert state['samples']['1'] == {'train': 48, 'val': 24, 'test': 24}  # 12 patches per map
+
+    text = (tmp_path / 'docs' / 'results.md').read_text()
+    rows = table_rows(text, ('1',))
+    assert [r[1] for r in rows] == list(methods)
+    for row in rows:
+        assert [float(c) for c in row[2:]] == [
+            round(100 * state['results'][key][row[1]], 1) for key in ('1/0', '1/2')]
+    assert (tmp_path / 'docs' / 'reproduction_accuracy.png').read_bytes()[:8] == PNG
+
+    # A second run finds every result in results.json and trains nothing again.
+    again = run_example('reproduce_paper.py', *args, cwd=tmp_path)
+    assert 'noise 0:' not in again and 'wrote' in again
+    assert json.loads((tmp_path / 'run' / 'results.json').read_text()) == state
