@@ -109,8 +109,9 @@ def main(argv=None):
     inside = np.zeros(12 * nside**2, bool)  # full-sphere pixels whose value must agree
     inside[graph.pixels.numpy()] = True
 
-    print("| step | nside | region nodes | nodes > K hops inside | max |region - sphere| there "
-          "| max |region - sphere| elsewhere |")
+    # Differences: the largest absolute difference between region and full-sphere outputs.
+    print("| step | nside | region nodes | nodes > K hops inside | difference there "
+          "| difference elsewhere |")
     print("|---|---|---|---|---|---|")
     with torch.no_grad():
         for step, conv in enumerate(convs, 1):
