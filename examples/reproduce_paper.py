@@ -46,7 +46,12 @@ def parse_args(argv=None):
                    help="simulated maps per class, split 60/20/20 by map")
     p.add_argument('--orders', type=int, nargs='+', default=[1, 2, 4])
     p.add_argument('--noise', type=float, nargs='+', default=[0.0, 0.5, 1.0, 1.5, 2.0])
+    p.add_argument('--smoothing', type=float, default=None,
+                   help="Gaussian smoothing FWHM (arcmin) of the maps before the noise")
     p.add_argument('--epochs', type=int, default=2)
+    p.add_argument('--warm-start', action=argparse.BooleanOptionalAction, default=True,
+                   help="DeepSphere at each noise level starts from the best model of the "
+                        "previous (lower) level of the same order (default: on)")
     p.add_argument('--batch-size', type=int, nargs='+', default=[4, 8, 32],
                    help="DeepSphere batch size for each order (bigger patches, smaller batches: "
                         "about the same pixels and steps per epoch at every order)")
@@ -74,7 +79,8 @@ def noisy_arrays(dataset: ConvergenceMaps, level: float, seed: int):
 
 
 def run_baselines(root, args, order, level):
-    splits = {s: ConvergenceMaps(root, nside=args.nside, order=order, split=s, log=False)
+    splits = {s: ConvergenceMaps(root, nside=args.nside, order=order, split=s,
+                                 smoothing_arcmin=args.smoothing, log=False)
               for s in ('train', 'val', 'test')}
     # Seeds as train_cosmo uses them for validation (seed + 1) and test (seed + 2).
     data = {'train': noisy_arrays(splits['train'], level, args.seed + 3),
@@ -102,18 +108,22 @@ def _subset(x, y, n, seed):
     return x[keep], y[keep]
 
 
-def run_deepsphere(root, args, order, level):
+def run_deepsphere(root, args, order, level, init=None):
     out = osp.join(args.out, f'order{order}_noise{level:g}')
     argv = ['--data-dir', root, '--nside', str(args.nside), '--order', str(order),
             '--noise', str(level), '--epochs', str(args.epochs), '--batch-size',
             str(batch_size(args, order)), '--lr', str(args.lr), '--seed', str(args.seed),
             '--out', out, '--quiet', '--no-figures']
+    if args.smoothing:
+        argv += ['--smoothing', str(args.smoothing)]
     if args.threads:
         argv += ['--threads', str(args.threads)]
     if osp.isfile(osp.join(out, 'last.pt')):
         argv.append('--resume')
+    elif init:
+        argv += ['--init', init]
     metrics = train_cosmo.run(argv)
-    return metrics['test_acc'], metrics['best_epoch']
+    return metrics['test_acc'], metrics['best_epoch'], osp.join(out, 'best.pt')
 
 
 def batch_size(args, order: int) -> int:
@@ -240,13 +250,18 @@ def main(argv=None):
     results = state['results']
     spent = state['seconds']
     for order in args.orders:
+        init = None
         for level in args.noise:
             key = f'{order}/{level:g}'
+            best_path = osp.join(args.out, f'order{order}_noise{level:g}', 'best.pt')
             if key in results:
+                init = best_path if args.warm_start else None
                 continue
             t = time.perf_counter()
             acc, counts = run_baselines(root, args, order, level)
-            acc['DeepSphere'], acc['best_epoch'] = run_deepsphere(root, args, order, level)
+            acc['DeepSphere'], acc['best_epoch'], best_path = run_deepsphere(
+                root, args, order, level, init)
+            init = best_path if args.warm_start else None
             acc['seconds'] = time.perf_counter() - t
             results[key] = acc
             state['samples'][str(order)] = counts

@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument('--weight-decay', type=float, default=0.0)
     run = p.add_argument_group('run')
     run.add_argument('--out', default='runs/train_cosmo', help="output directory")
+    run.add_argument('--init', default=None, metavar='CHECKPOINT',
+                     help="start from the weights of this checkpoint (e.g. best.pt of a run at a "
+                          "lower noise level) instead of random ones; fresh optimizer")
     run.add_argument('--resume', action='store_true',
                      help="continue from OUT/last.pt (same options; --epochs may be raised)")
     run.add_argument('--device', default='auto', help="auto (cuda if available), cpu, cuda:0, ...")
@@ -295,7 +298,7 @@ def load_checkpoint(path: str, map_location='cpu') -> dict:
     Checkpoints hold pickled RNG states and options: load only checkpoints you trust.
     """
     if not osp.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}: train first, or drop --resume")
+        raise FileNotFoundError(f"no checkpoint at {path}: train first, or drop --resume/--init")
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(ckpt, dict) or 'config' not in ckpt or 'state_dict' not in ckpt:
         raise ValueError(f"{path} is not a checkpoint of pyg_sphere.train_cosmo (no model "
@@ -395,6 +398,11 @@ def train(args) -> dict:
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.lr_decay)
         history, start_epoch, best = [], 0, {'epoch': -1, 'val_acc': -1.0, 'val_loss': math.inf}
         best_state = None
+        if args.init and ckpt is None:
+            # Fine-tuning: the weights only; the checkpoint's model must fit this data.
+            init = load_checkpoint(args.init)
+            check_compatible(init['config'], train_set)
+            model.load_checkpoint_state(init['state_dict'], init['config'])
         if ckpt is not None:
             model.load_checkpoint_state(ckpt['state_dict'], ckpt['config'])
             optimizer.load_state_dict(ckpt['optimizer'])

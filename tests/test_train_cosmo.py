@@ -142,3 +142,19 @@ def test_torchrun_two_cpu_processes(data_dir, tmp_path):
     assert sorted(os.listdir(out)) == ['best.pt', 'confusion_matrix.png', 'example_maps.png',
                                        'history.csv', 'last.pt', 'learning_curves.png',
                                        'metrics.json']
+
+
+def test_init_from_checkpoint(data_dir, tmp_path):
+    fit(data_dir, tmp_path / 'a', '--epochs', '1', '--no-figures')
+    start = load_checkpoint(str(tmp_path / 'a' / 'best.pt'))['state_dict']
+    # Adam steps of 1e-30 leave float32 weights as the checkpoint's (batch-norm running
+    # statistics do move), unlike a run from the seed's random weights.
+    fit(data_dir, tmp_path / 'b', '--epochs', '1', '--no-figures', '--lr', '1e-30',
+        '--seed', '1', '--init', str(tmp_path / 'a' / 'best.pt'))
+    tuned = load_checkpoint(str(tmp_path / 'b' / 'last.pt'))['state_dict']
+    weights = [k for k in start if k.endswith('weight')]
+    assert weights and all(torch.equal(start[k], tuned[k]) for k in weights)
+    # A checkpoint of another architecture: the error says what differs.
+    with pytest.raises(ValueError, match='channels'):
+        fit(data_dir, tmp_path / 'c', '--epochs', '1', '--no-figures', '--channels', '8,8',
+            '--init', str(tmp_path / 'a' / 'best.pt'))
