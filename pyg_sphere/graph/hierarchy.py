@@ -17,7 +17,8 @@ def _nested_ids(pixels: PixelsLike) -> np.ndarray:
         pixels = pixels.detach().cpu().numpy()
     arr = np.asarray(pixels)
     if arr.dtype == np.bool_:  # a mask: its length gives nside
-        return as_pixels(hp.npix2nside(arr.shape[0]), arr)
+        ids = as_pixels(hp.npix2nside(arr.shape[0]), arr)
+        return np.arange(arr.shape[0], dtype=np.int64) if ids is None else ids  # full sphere
     if arr.size and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0):
         raise ValueError("pixels must be non-negative integer (nested) HEALPix ids")
     return np.asarray(pixels, dtype=np.int64).ravel()

@@ -29,6 +29,9 @@ def test_close_hierarchy():
     mask = np.zeros(12 * 4**2, dtype=bool)
     mask[[1, 9]] = True
     assert close_hierarchy(mask).tolist() == [0, 1, 2, 3, 8, 9, 10, 11]
+    full = np.ones(12 * 4**2, dtype=bool)  # a mask of the whole sphere is closed at every level
+    assert close_hierarchy(full, levels=2).tolist() == list(range(12 * 4**2))
+    assert is_closed_hierarchy(full, levels=2)
 
 
 @pytest.mark.parametrize('pixels', [None, 'region'])
