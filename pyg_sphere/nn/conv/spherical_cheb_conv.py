@@ -32,8 +32,8 @@ class SphericalChebConv(MessagePassing):
 
     - :math:`\lambda_{\max}` defaults to the graph's largest eigenvalue (the
       :obj:`lambda_max` that :func:`pyg_sphere.healpix_graph` stores, passed to
-      :meth:`forward`, or estimated once per graph) rather than the bound 2, which leaves about
-      14% of :math:`[-1, 1]` unused on HEALPix graphs. :obj:`lambda_max=2.0` gives
+      :meth:`forward`, or estimated once per graph) rather than the bound 2, which leaves part of
+      :math:`[-1, 1]` unused (20% on the full-sphere k=8 graph, 13-15% on patches). :obj:`lambda_max=2.0` gives
       :class:`ChebConv`'s operator for the :obj:`"sym"` and :obj:`"rw"` normalizations.
     - :math:`\tilde{L}` is built once per graph as a CSR matrix and cached (see below), and all
       maps of a batch are filtered by one sparse-dense product per order: :obj:`x` of shape
