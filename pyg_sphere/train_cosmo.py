@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--out', default='runs/train_cosmo', help="output directory")
     run.add_argument('--init', default=None, metavar='CHECKPOINT',
                      help="start from the weights of this checkpoint (e.g. best.pt of a run at a "
-                          "lower noise level) instead of random ones; fresh optimizer")
+                          "lower noise level, or on patches of another order with the fcn head) "
+                          "instead of random ones; fresh optimizer")
     run.add_argument('--resume', action='store_true',
                      help="continue from OUT/last.pt (same options; --epochs may be raised)")
     run.add_argument('--device', default='auto', help="auto (cuda if available), cpu, cuda:0, ...")
@@ -399,10 +400,15 @@ def train(args) -> dict:
         history, start_epoch, best = [], 0, {'epoch': -1, 'val_acc': -1.0, 'val_loss': math.inf}
         best_state = None
         if args.init and ckpt is None:
-            # Fine-tuning: the weights only; the checkpoint's model must fit this data.
+            # Fine-tuning: the weights only, fresh optimizer and schedule.
             init = load_checkpoint(args.init)
-            check_compatible(init['config'], train_set)
-            model.load_checkpoint_state(init['state_dict'], init['config'])
+            config = dict(init['config'])
+            if config.get('head') == 'fcn':
+                # Filters act on neighbourhoods and the head averages over pixels: a fully
+                # convolutional model's weights fit every region at its nside, so a model
+                # trained on patches of another order is a valid start.
+                config['pixels'] = model.config['pixels']
+            model.load_checkpoint_state(init['state_dict'], config)
         if ckpt is not None:
             model.load_checkpoint_state(ckpt['state_dict'], ckpt['config'])
             optimizer.load_state_dict(ckpt['optimizer'])

@@ -154,6 +154,12 @@ def test_init_from_checkpoint(data_dir, tmp_path):
     tuned = load_checkpoint(str(tmp_path / 'b' / 'last.pt'))['state_dict']
     weights = [k for k in start if k.endswith('weight')]
     assert weights and all(torch.equal(start[k], tuned[k]) for k in weights)
+    # The fcn head fits patches of every order at the same nside; another nside does not.
+    fit(data_dir, tmp_path / 'd', '--epochs', '1', '--no-figures', '--order', '2',
+        '--init', str(tmp_path / 'a' / 'best.pt'))
+    with pytest.raises(ValueError, match='nside'):
+        fit(data_dir, tmp_path / 'e', '--epochs', '1', '--no-figures', '--nside', '32',
+            '--init', str(tmp_path / 'a' / 'best.pt'))
     # A checkpoint of another architecture: the error says what differs.
     with pytest.raises(ValueError, match='channels'):
         fit(data_dir, tmp_path / 'c', '--epochs', '1', '--no-figures', '--channels', '8,8',
