@@ -96,24 +96,31 @@ def test_mix_gnn_layers(tmp_path):
 
 @pytest.mark.slow
 def test_reproduce_paper(tmp_path):
-    args = ['--nside', 32, '--n-per-class', 4, '--epochs', 1, '--orders', 1, '--noise', 0, 2,
-            '--threads', 1, '--data-dir', tmp_path / 'data', '--out', tmp_path / 'run',
-            '--docs', tmp_path / 'docs']
+    args = ['--nside', 64, '--n-per-class', 4, '--epochs', 1, '--epochs-first', 1,
+            '--orders', 1, 2, '--noise', 0, 2, '--threads', 1, '--data-dir', tmp_path / 'data',
+            '--out', tmp_path / 'run', '--docs', tmp_path / 'docs']
     out = run_example('reproduce_paper.py', *args, cwd=tmp_path)
-    assert len(re.findall(r'^order 1 noise \d', out, re.M)) == 2
+    assert len(re.findall(r'^order [12] noise \d', out, re.M)) == 4
     state = json.loads((tmp_path / 'run' / 'results.json').read_text())
-    assert set(state['results']) == {'1/0', '1/2'}
+    assert set(state['results']) == {'1/0', '1/2', '2/0', '2/2'}
     methods = ('DeepSphere', 'PSD + SVM', 'histogram + SVM')
     for result in state['results'].values():
         assert all(0 <= result[m] <= 1 for m in methods)
     assert state['samples']['1'] == {'train': 48, 'val': 24, 'test': 24}  # 12 patches per map
+    # Warm starts: order 2 (smaller patches) chains along the noise levels, order 1 starts
+    # from the order-2 model of the same level.
+    inits = {key: json.loads((tmp_path / 'run' / key / 'metrics.json').read_text())['args']
+             ['init'] for key in ('order2_noise0', 'order2_noise2', 'order1_noise2')}
+    assert inits['order2_noise0'] is None
+    assert inits['order2_noise2'].endswith(os.path.join('order2_noise0', 'best.pt'))
+    assert inits['order1_noise2'].endswith(os.path.join('order2_noise2', 'best.pt'))
 
     text = (tmp_path / 'docs' / 'results.md').read_text()
-    rows = table_rows(text, ('1',))
-    assert [r[1] for r in rows] == list(methods)
+    rows = table_rows(text, ('1', '2'))
+    assert [r[1] for r in rows] == list(methods) * 2
     for row in rows:
         assert [float(c) for c in row[2:]] == [
-            round(100 * state['results'][key][row[1]], 1) for key in ('1/0', '1/2')]
+            round(100 * state['results'][f'{row[0]}/{lv}'][row[1]], 1) for lv in ('0', '2')]
     assert (tmp_path / 'docs' / 'reproduction_accuracy.png').read_bytes()[:8] == PNG
 
     # A second run finds every result in results.json and trains nothing again.
