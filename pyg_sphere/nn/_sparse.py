@@ -3,13 +3,15 @@
 :class:`~pyg_sphere.nn.SphericalChebConv` multiplies by the same operator
 :math:`\\tilde{L} = 2L/\\lambda_{\\max} - I` at every layer and every step. It is built once per
 graph as a CSR tensor and kept in a small LRU cache keyed on the *identity* of the graph tensors
-(never on their content, which would cost as much as rebuilding). A key holds strong references
-to its tensors so that their ``id`` and memory cannot be reused by another graph while the entry
-lives, and it includes their version counters, so an in-place change of ``edge_weight`` is a new
-key. Device, dtype, node count, normalization and :math:`\\lambda_{\\max}` are part of the key.
+(never on their content, which would cost as much as rebuilding). An entry is dropped when one
+of its tensors is freed, so an ``id`` reused by another graph never finds a stale operator, and
+the key includes the tensors' version counters, so an in-place change of ``edge_weight`` is a
+new key. Device, dtype, node count, normalization and :math:`\\lambda_{\\max}` are part of the key.
 """
+import functools
 import math
 import warnings
+import weakref
 from collections import OrderedDict
 from typing import Callable, Optional, Sequence, Tuple, Union
 
@@ -29,7 +31,9 @@ class IdentityCache:
 
     ``get(tensors, extra, build)`` returns ``build()`` for the key made of each tensor's
     ``id``, version counter, data pointer, shape, dtype and device, plus the hashable
-    :obj:`extra`. The entry keeps the tensors alive, so their ids cannot be recycled.
+    :obj:`extra`. The entry holds weak references to the tensors and is dropped as soon as
+    one of them is freed, before its id can be recycled: the graphs of a
+    :class:`~torch_geometric.loader.DataLoader`, new at every batch, are not kept alive.
     Inference tensors carry no version counter: with those, nothing is cached.
     """
     def __init__(self, maxsize: int):
@@ -54,7 +58,9 @@ class IdentityCache:
             self._entries.move_to_end(key)
             return entry[1]
         value = build()
-        self._entries[key] = (tuple(tensors), value)
+        drop = functools.partial(_drop_entry, weakref.ref(self._entries), key)
+        refs = tuple(None if t is None else weakref.ref(t, drop) for t in tensors)
+        self._entries[key] = (refs, value)
         while len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)
         return value
@@ -68,6 +74,13 @@ class IdentityCache:
 
 class _Uncacheable(Exception):
     pass
+
+
+def _drop_entry(entries_ref, key, _dead_ref):
+    # Called while a key tensor is freed (the cache itself may be gone by then).
+    entries = entries_ref()
+    if entries is not None:
+        entries.pop(key, None)
 
 
 # Operators are large (about 12 bytes per edge, twice when L~ is not symmetric): keep few.
@@ -248,11 +261,15 @@ def cheb_operator(edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: 
                                         torch.device(device)), build)
 
 
+# On CPU, the CSR 'sum' reduction kernel wins from about 32 columns (up to 2x faster at 64-128),
+# the generic product below (2-5x faster for 1-16 columns): benchmarks/bench_bandwidth.py.
+_SUM_KERNEL_MIN_COLUMNS = 32
+
+
 def _mm(a: Tensor, x: Tensor) -> Tensor:
-    if x.device.type == 'cpu':
-        # The CSR 'sum' reduction kernel is about 2x faster than the generic product on CPU.
+    if x.device.type == 'cpu' and x.size(1) >= _SUM_KERNEL_MIN_COLUMNS:
         return torch.sparse.mm(a, x.contiguous(), 'sum')
-    return torch.sparse.mm(a, x)  # cuSPARSE
+    return torch.sparse.mm(a, x)  # narrow inputs on CPU; cuSPARSE on CUDA
 
 
 class _ChebyshevBasis(torch.autograd.Function):

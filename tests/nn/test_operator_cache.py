@@ -109,11 +109,37 @@ def test_normalizations_do_not_share(graph):
 def test_cache_is_bounded(graph):
     conv = make_conv(lambda_max=2.0)
     x = torch.randn(graph.num_nodes, 2)
-    for _ in range(2 * _sparse.OPERATOR_CACHE.maxsize):
-        conv(x, graph.edge_index, graph.edge_weight.clone())
+    alive = [graph.edge_weight.clone() for _ in range(2 * _sparse.OPERATOR_CACHE.maxsize)]
+    for edge_weight in alive:
+        conv(x, graph.edge_index, edge_weight)
     assert len(_sparse.OPERATOR_CACHE) == _sparse.OPERATOR_CACHE.maxsize
     _sparse.clear_cache()
     assert len(_sparse.OPERATOR_CACHE) == 0
+
+
+def test_freed_graphs_leave_the_cache(graph):
+    # A DataLoader brings new graph tensors at every batch: once a batch is gone, its
+    # operator must not keep it (and the memory of its edges) alive.
+    _sparse.clear_cache()
+    conv = make_conv(lambda_max=2.0)
+    x = torch.randn(graph.num_nodes, 2)
+    edge_weight = graph.edge_weight.clone()
+    conv(x, graph.edge_index, edge_weight)
+    assert len(_sparse.OPERATOR_CACHE) == 1 and len(_sparse.NODE_CACHE) == 1
+    del edge_weight
+    assert len(_sparse.OPERATOR_CACHE) == 0
+    edge_index = graph.edge_index.clone()
+    conv(x, edge_index, graph.edge_weight)
+    del edge_index
+    assert len(_sparse.OPERATOR_CACHE) == 0 and len(_sparse.NODE_CACHE) == 1
+
+
+@pytest.mark.parametrize('channels', [2, 40])  # both CPU product kernels (narrow and wide x)
+def test_products_match_message_passing(graph, channels):
+    conv = SphericalChebConv(channels, 3, K=4)
+    x = torch.randn(3, graph.num_nodes, channels)
+    torch.testing.assert_close(conv(x, graph.edge_index, graph.edge_weight),
+                               reference(conv, x, graph.edge_index, graph.edge_weight))
 
 
 def test_csr_builders_agree_and_sum_duplicates():
