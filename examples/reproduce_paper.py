@@ -42,20 +42,21 @@ PAPER_ORDER4_NOISE2 = {'DeepSphere': 86.9, 'histogram + SVM': 74.3, 'PSD + SVM':
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--nside', type=int, default=256)
-    p.add_argument('--n-per-class', type=int, default=20,
-                   help="simulated maps per class, split 60/20/20 by map")
+    p.add_argument('--n-per-class', type=int, default=30,
+                   help="simulated maps per class, split 60/20/20 by map (the paper: 30 "
+                        "full-sky maps per class)")
     p.add_argument('--orders', type=int, nargs='+', default=[1, 2, 4])
     p.add_argument('--noise', type=float, nargs='+', default=[0.0, 0.5, 1.0, 1.5, 2.0])
     p.add_argument('--smoothing', type=float, default=None,
                    help="Gaussian smoothing FWHM (arcmin) of the maps before the noise")
-    p.add_argument('--epochs', type=int, default=3,
+    p.add_argument('--epochs', type=int, default=6,
                    help="DeepSphere epochs when starting from another model (--warm-start)")
-    p.add_argument('--epochs-first', type=int, default=6,
+    p.add_argument('--epochs-first', type=int, default=12,
                    help="DeepSphere epochs when starting from random weights")
     p.add_argument('--warm-start', action=argparse.BooleanOptionalAction, default=True,
-                   help="DeepSphere on the smallest patches starts each noise level from the "
-                        "best model of the previous (lower) level, and the other orders from "
-                        "that model at the same level (default: on)")
+                   help="DeepSphere starts each noise level from the best model of the "
+                        "previous (lower) level of its order, and the noiseless model of the "
+                        "larger patches from that of the smallest (default: on)")
     p.add_argument('--batch-size', type=int, nargs='+', default=[4, 8, 16],
                    help="DeepSphere batch size for each order (bigger patches, smaller batches: "
                         "about the same pixels and steps per epoch at every order)")
@@ -68,7 +69,8 @@ def parse_args(argv=None):
     p.add_argument('--psd-lmax', type=int, default=None, help="default: 2 * nside - 1")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=None)
-    p.add_argument('--data-dir', default=None, help="default: data/cosmo_pm_nside{nside}")
+    p.add_argument('--data-dir', default=None,
+                   help="default: data/cosmo_pm_nside{nside}_{n_per_class}")
     p.add_argument('--out', default='runs/reproduce_paper')
     p.add_argument('--docs', default='docs', help="where results.md and the figure go")
     return p.parse_args(argv)
@@ -196,10 +198,10 @@ def write_markdown(results, info, args, path, figure_name):
     gap_text = ("DeepSphere minus the better baseline at order 4 (points): " + ', '.join(gaps)
                 + '.') if gaps else ''
     first = max(args.orders)
-    warm = (f"Warm starts (`train_cosmo --init`): at order {first} the noiseless model starts "
-            f"from random weights ({args.epochs_first} epochs), each noisier one from the best "
-            f"model of the previous level; the other orders start from the order-{first} model "
-            f"of the same noise level (the fully convolutional head fits any patch size)."
+    warm = (f"Warm starts (`train_cosmo --init`): the noiseless model of order {first} starts "
+            f"from random weights ({args.epochs_first} epochs), that of the other orders from "
+            f"it (the fully convolutional head fits any patch size); each noisier model starts "
+            f"from the best model of the previous level of its order."
             if args.warm_start else
             f"Every model starts from random weights ({args.epochs_first} epochs).")
     text = f"""# Reproduction of the DeepSphere cosmology experiment
@@ -256,7 +258,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
-    root = args.data_dir or osp.join('data', f'cosmo_pm_nside{args.nside}')
+    root = args.data_dir or osp.join('data', f'cosmo_pm_nside{args.nside}_{args.n_per_class}')
     if not osp.isfile(osp.join(root, 'raw', 'manifest.csv')):
         simulate_convergence_maps(root, args.n_per_class, args.nside, seed=args.seed,
                                   power_matched=True)
@@ -268,8 +270,9 @@ def main(argv=None):
     results = state['results']
     spent = state['seconds']
     # Smallest patches first: the most samples and optimisation steps per epoch. With
-    # --warm-start, the first order chains along the noise levels and the other orders start
-    # from its model at the same noise (the fully convolutional head fits any patch size).
+    # --warm-start, every order chains along the noise levels, and the noiseless model of the
+    # other orders starts from that of the first (the fully convolutional head fits any
+    # patch size).
     orders = sorted(args.orders, reverse=True)
     for order in orders:
         for i, level in enumerate(args.noise):
@@ -277,10 +280,10 @@ def main(argv=None):
             if key in results:
                 continue
             init = None
-            if args.warm_start and order != orders[0]:
-                init = model_path(args, orders[0], level)
-            elif args.warm_start and i > 0:
+            if args.warm_start and i > 0:
                 init = model_path(args, order, args.noise[i - 1])
+            elif args.warm_start and order != orders[0]:
+                init = model_path(args, orders[0], level)
             t = time.perf_counter()
             acc, counts = run_baselines(root, args, order, level)
             acc['DeepSphere'], acc['best_epoch'] = run_deepsphere(root, args, order, level, init)

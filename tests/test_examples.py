@@ -107,13 +107,15 @@ def test_reproduce_paper(tmp_path):
     for result in state['results'].values():
         assert all(0 <= result[m] <= 1 for m in methods)
     assert state['samples']['1'] == {'train': 48, 'val': 24, 'test': 24}  # 12 patches per map
-    # Warm starts: order 2 (smaller patches) chains along the noise levels, order 1 starts
-    # from the order-2 model of the same level.
+    # Warm starts: each order chains along the noise levels; the noiseless order-1 model
+    # starts from the order-2 one (smaller patches, trained first).
     inits = {key: json.loads((tmp_path / 'run' / key / 'metrics.json').read_text())['args']
-             ['init'] for key in ('order2_noise0', 'order2_noise2', 'order1_noise2')}
+             ['init'] for key in ('order2_noise0', 'order2_noise2', 'order1_noise0',
+                                  'order1_noise2')}
     assert inits['order2_noise0'] is None
     assert inits['order2_noise2'].endswith(os.path.join('order2_noise0', 'best.pt'))
-    assert inits['order1_noise2'].endswith(os.path.join('order2_noise2', 'best.pt'))
+    assert inits['order1_noise0'].endswith(os.path.join('order2_noise0', 'best.pt'))
+    assert inits['order1_noise2'].endswith(os.path.join('order1_noise0', 'best.pt'))
 
     text = (tmp_path / 'docs' / 'results.md').read_text()
     rows = table_rows(text, ('1', '2'))
