@@ -1,8 +1,9 @@
 """Achieved memory bandwidth of the CSR sparse-dense product that SphericalChebConv runs.
 
 The product is Y = L~ X with L~ the cached rescaled Laplacian of the full-sphere k=8 graph (CSR,
-float32 values) and X [N, C] float32, through the same call as the layer
-(``torch.sparse.mm(L, X, 'sum')``). Its traffic is counted with a compulsory-traffic model:
+float32 values) and X [N, C] float32, through the same call as the layer (``_sparse._mm``: the
+generic ``torch.sparse.mm`` below 32 columns, the CSR ``'sum'`` kernel from 32). Its traffic is
+counted with a compulsory-traffic model:
 
     bytes = nnz * (value bytes + column-index bytes) + (N + 1) * row-pointer bytes
             + N * C * 4 (X read once) + N * C * 4 (Y written once)
