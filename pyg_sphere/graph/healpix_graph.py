@@ -15,7 +15,7 @@ from torch_geometric.data import Data
 
 from .kernel_width import check_nside
 from .kernel_width import kernel_width as default_kernel_width
-from .knn import MAX_K, healpix_knn
+from .knn import MAX_K, healpix_knn, parallel_map
 from .laplacian import estimate_lambda_max
 
 PixelsLike = Union[None, Tensor, np.ndarray, list, tuple]
@@ -103,21 +103,29 @@ def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn):
     """
     n, k = col.shape
     dtype = col.dtype
-    extras = []
-    for r0, r1 in _blocks(n):
+    blocks = _blocks(n)
+    work = n * k
+
+    def sort_rows(block):
+        r0, r1 = block
         # Sort the row by neighbour id, carrying the distance in the low 32 bits.
         key = (col[r0:r1].astype(np.uint64) << np.uint64(32)) | d2[r0:r1].view(
             np.uint32).astype(np.uint64)
         key.sort(axis=1)
         col[r0:r1] = key >> np.uint64(32)
         d2[r0:r1] = (key & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.float32)
-    for r0, r1 in _blocks(n):
+
+    def missing_reverse(block):
+        r0, r1 = block
         c = col[r0:r1]
         rows = np.arange(r0, r1, dtype=dtype)
         # i -> j is mutual if i is among j's neighbours; else j -> i must be added.
         mutual = (col[np.where(c < n, c, 0)] == rows[:, None, None]).any(-1)
         src, slot = np.nonzero((c < n) & ~mutual)
-        extras.append((c[src, slot], rows[src], d2[r0:r1][src, slot]))
+        return c[src, slot], rows[src], d2[r0:r1][src, slot]
+
+    parallel_map(sort_rows, blocks, work)  # blocks are disjoint rows
+    extras = parallel_map(missing_reverse, blocks, work)  # reads every row: after the sort
     extra_row, extra_col, extra_d2 = (np.concatenate(e) for e in zip(*extras))
     order = np.lexsort((extra_col, extra_row))
     extra_row, extra_col, extra_d2 = extra_row[order], extra_col[order], extra_d2[order]
@@ -127,9 +135,11 @@ def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn):
     edge_index = torch.empty((2, int(indptr[-1])), dtype=torch.int64)
     edge_weight = torch.empty(int(indptr[-1]), dtype=torch.float32)
     out_index, out_weight = edge_index.numpy(), edge_weight.numpy()
-    bounds = np.searchsorted(extra_row, [r1 for _, r1 in _blocks(n)])
-    x0 = 0
-    for (r0, r1), x1 in zip(_blocks(n), bounds):
+    bounds = np.searchsorted(extra_row, [r1 for _, r1 in blocks])
+    starts = np.concatenate([[0], bounds[:-1]])
+
+    def write(i):  # each block fills its own slice of the output
+        (r0, r1), x0, x1 = blocks[i], starts[i], bounds[i]
         valid = col[r0:r1] < n
         row = np.repeat(np.arange(r0, r1), valid.sum(1))
         c, dd = col[r0:r1][valid], d2[r0:r1][valid]
@@ -141,7 +151,8 @@ def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn):
                           np.insert(dd, at, extra_d2[x0:x1]))
         e0, e1 = indptr[r0], indptr[r1]
         out_index[0, e0:e1], out_index[1, e0:e1], out_weight[e0:e1] = row, c, weight_fn(dd)
-        x0 = x1
+
+    parallel_map(write, range(len(blocks)), work)
     return edge_index, edge_weight
 
 
