@@ -25,6 +25,7 @@ test: install
 
 docs: install
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	$(PY) -m sphinx -W --keep-going -q -b doctest docs docs/_build/doctest
 
 bench: install
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done

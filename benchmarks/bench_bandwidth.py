@@ -16,6 +16,7 @@ Copy; write-allocate traffic not counted). Both use the same number of torch thr
 interleaved within each repeat; medians.
 
     python benchmarks/bench_bandwidth.py [--nsides 64 256] [--columns 1 32 256] [--repeats 5]
+        [--kernels 1 4 16 32 64 128] [--threads 1]
 """
 import argparse
 import os
@@ -47,6 +48,8 @@ def main():
     parser.add_argument('--columns', type=int, nargs='+', default=[1, 32, 256])
     parser.add_argument('--threads', type=int, nargs='+', default=[torch.get_num_threads()])
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--kernels', type=int, nargs='*', default=[],
+                        help="also compare the two CPU kernels at these column counts")
     args = parser.parse_args()
     print(f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; load "
           f"average {' '.join(f'{v:.1f}' for v in os.getloadavg())}; medians of "
@@ -86,7 +89,26 @@ def main():
                 print(f"{threads:>7} {nside:>5} {c:>4} {moved / 2**20:>9.1f} {mm * 1e3:>9.2f} "
                       f"{bw_mm:>9.2f} {bw_copy:>9.2f} {100 * bw_mm / bw_copy:>8.0f}%",
                       flush=True)
+    if args.kernels:
+        compare_kernels(ops, args)
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
+def compare_kernels(ops, args):
+    """Both CPU kernels on the same inputs, interleaved: the CSR 'sum' reduction and the
+    generic torch.sparse.mm, which _sparse._mm picks between by the number of columns."""
+    print(f"kernels, {torch.get_num_threads()} thread(s): ms, medians of {args.repeats}")
+    print(f"{'nside':>5} {'C':>4} {'sum ms':>9} {'generic ms':>10} {'sum/generic':>11}")
+    for nside, (m, _) in ops.items():
+        for c in args.kernels:
+            x = torch.rand(m.size(0), c)
+            t_sum, t_gen = [], []
+            for _ in range(args.repeats):
+                t_sum.append(seconds(lambda: torch.sparse.mm(m, x, 'sum')))
+                t_gen.append(seconds(lambda: torch.sparse.mm(m, x)))
+            a, b = statistics.median(t_sum), statistics.median(t_gen)
+            print(f"{nside:>5} {c:>4} {a * 1e3:>9.2f} {b * 1e3:>10.2f} {a / b:>11.2f}",
+                  flush=True)
 
 
 if __name__ == '__main__':

@@ -32,7 +32,7 @@ import torch
 from torch_geometric.nn import ChebConv
 
 import pyg_sphere
-from pyg_sphere.nn import SphericalChebConv, _sparse
+from pyg_sphere.nn import SphericalChebConv
 
 B, F_IN, F_OUT, K = 8, 32, 32, 5
 
@@ -52,19 +52,6 @@ def disjoint_union(graph, copies):
     edge_weight = graph.edge_weight.repeat(copies)
     batch = torch.arange(copies).repeat_interleave(n)
     return edge_index, edge_weight, batch
-
-
-def forget(*tensors):
-    """Drops the cache entries that hold any of :obj:`tensors`.
-
-    The caches keep the graph tensors of their entries alive; the "fresh" union graphs are
-    never reused, and eight of them (about 2.5 GB each at nside 256) would otherwise stay
-    pinned until evicted.
-    """
-    for cache in (_sparse.OPERATOR_CACHE, _sparse.NODE_CACHE, _sparse.LAMBDA_CACHE):
-        for key, (held, _) in list(cache._entries.items()):
-            if any(h is t for h in held for t in tensors):
-                del cache._entries[key]
 
 
 def run(fn, backward):
@@ -132,7 +119,7 @@ def main():
         fresh = {}
 
         def refresh():
-            forget(*fresh.values())
+            # The old clones are freed here, and the caches drop their entries with them.
             fresh['ei'], fresh['ew'] = ei.clone(), ew.clone()
 
         layouts = {
@@ -188,7 +175,6 @@ def main():
                     label = layout if name == 'SphericalChebConv' else f"{layout} {name}"
                     print(f"{nside:>5} {label:<22} {'fwd+bwd' if backward else 'fwd':<8} "
                           f"{ours:>20.1f} {ref_s} {ratio}", flush=True)
-        forget(*fresh.values(), ei, ew)
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
