@@ -119,10 +119,19 @@ def test_reproduce_paper(tmp_path):
 
     text = (tmp_path / 'docs' / 'results.md').read_text()
     rows = table_rows(text, ('1', '2'))
-    assert [r[1] for r in rows] == list(methods) * 2
-    for row in rows:
+    accuracy = [r for r in rows if len(r) == 4]  # order, method, two noise levels
+    assert [r[1] for r in accuracy] == list(methods) * 2
+    for row in accuracy:
         assert [float(c) for c in row[2:]] == [
             round(100 * state['results'][f'{row[0]}/{lv}'][row[1]], 1) for lv in ('0', '2')]
+    # The margins: DeepSphere minus the better baseline, per order and noise level.
+    margins = [r for r in rows if len(r) == 3]
+    assert [r[0] for r in margins] == ['1', '2']
+    for row in margins:
+        for cell, lv in zip(row[1:], ('0', '2')):
+            r = state['results'][f'{row[0]}/{lv}']
+            best = max(r['PSD + SVM'], r['histogram + SVM'])
+            assert float(cell) == pytest.approx(round(100 * (r['DeepSphere'] - best), 1))
     assert (tmp_path / 'docs' / 'reproduction_accuracy.png').read_bytes()[:8] == PNG
 
     # A second run finds every result in results.json and trains nothing again.
