@@ -1,4 +1,4 @@
-"""What ``make demo`` runs: DeepSphere on a small simulated cosmology task, a few minutes on CPU.
+"""What ``make demo`` runs: DeepSphere on a small simulated cosmology task, about two minutes on CPU.
 
 ``python -m pyg_sphere.demo [extra train_cosmo options]`` simulates (once) a small collection of
 power-matched convergence maps in ``data/demo_nside128``, trains
@@ -18,7 +18,7 @@ from . import train_cosmo
 #: 2-core machine, two threads made the sparse products several times slower (spinning
 #: threads), one loses little on an idle one.
 DEMO_ARGS = ('--nside', '128', '--order', '2', '--noise', '0', '--n-per-class', '60',
-             '--epochs', '3', '--lr', '1e-3', '--threads', '1',
+             '--epochs', '10', '--batch-size', '16', '--lr', '1e-3', '--threads', '1',
              '--data-dir', 'data/demo_nside128', '--out', 'runs/demo')
 
 
