@@ -1,4 +1,4 @@
-"""What ``make demo`` runs: DeepSphere on a small simulated cosmology task, about two minutes on CPU.
+"""What ``make demo`` runs: DeepSphere on a small simulated cosmology task, two minutes on CPU.
 
 ``python -m pyg_sphere.demo [extra train_cosmo options]`` simulates (once) a small collection of
 power-matched convergence maps in ``data/demo_nside128``, trains
