@@ -7,7 +7,7 @@ the maps' standard deviation. Usage::
 
     python -m pyg_sphere.train_cosmo --nside 128 --order 2 --noise 1.0 --epochs 10 --out runs/a
     pyg-sphere-train-cosmo --resume --out runs/a --epochs 20          # continue that run
-    pyg-sphere-train-cosmo --noise 1.5 --init runs/a/best.pt --out runs/c  # fine-tune it
+    pyg-sphere-train-cosmo --nside 128 --order 2 --noise 1.5 --init runs/a/best.pt --out runs/c
     torchrun --nproc_per_node 2 -m pyg_sphere.train_cosmo --out runs/b  # data-parallel
 
 Without maps in ``--data-dir`` (``raw/manifest.csv``), a small power-matched collection is
