@@ -136,7 +136,8 @@ def lambda_max_key(lambda_max: LambdaMax) -> Tuple[float, ...]:
     else:
         values = (float(lambda_max), )
     if len(values) == 0 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"lambda_max must be positive and finite, got {values}")
+        raise ValueError(f"lambda_max must be positive and finite, got {values} (a graph "
+                         f"without edges has lambda_max 0: use K=1 there)")
     if len(set(values)) == 1:  # one value for all graphs: no need for `batch`
         values = values[:1]
     return values

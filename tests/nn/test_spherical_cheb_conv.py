@@ -258,6 +258,23 @@ def test_bad_input(graph):
         SphericalChebConv(3, 4, K=2, lambda_max='max')
 
 
+@pytest.mark.parametrize('fused', [True, False])
+def test_graph_without_edges(fused):
+    # One pixel: no edges, lambda_max 0. K = 1 is a per-pixel linear layer and still works;
+    # K > 1 names the problem instead of dividing by zero.
+    single = pyg_sphere.healpix_graph(4, pixels=[5])
+    assert single.edge_index.numel() == 0 and single.lambda_max == 0.0
+    x = torch.randn(1, 3)
+    conv = SphericalChebConv(3, 4, K=1, fused=fused)
+    out = conv(x, single.edge_index, single.edge_weight, lambda_max=single.lambda_max)
+    torch.testing.assert_close(out, conv.lins[0](x) + conv.bias)
+    with pytest.raises(ValueError, match='no edges'):
+        SphericalChebConv(3, 4, K=3, fused=fused)(x, single.edge_index, single.edge_weight)
+    with pytest.raises(ValueError, match='without edges'):
+        SphericalChebConv(3, 4, K=3, fused=fused)(x, single.edge_index, single.edge_weight,
+                                                  lambda_max=single.lambda_max)
+
+
 def test_repr():
     assert repr(SphericalChebConv(3, 4, K=5)) == (
         'SphericalChebConv(3, 4, K=5, normalization=sym, lambda_max=auto)')

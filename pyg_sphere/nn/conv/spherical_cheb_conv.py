@@ -157,7 +157,9 @@ class SphericalChebConv(MessagePassing):
             raise ValueError(f"batch has {batch.numel()} entries but x has {num_nodes} nodes "
                              f"(x must be [N, F] or [B, N, F])")
         _sparse.check_node_count(edge_index, num_nodes)
-        lam = self._resolve_lambda_max(edge_index, edge_weight, num_nodes, lambda_max)
+        # T_0 = I: with K = 1 the filter does not depend on the spectrum's scale.
+        lam = None if self.K == 1 else self._resolve_lambda_max(edge_index, edge_weight,
+                                                                num_nodes, lambda_max)
         if self._use_message_path(edge_weight):
             return self._forward_message(x, edge_index, edge_weight, batch, lam)
         return self._forward_fused(x, edge_index, edge_weight, batch, lam)
@@ -166,6 +168,11 @@ class SphericalChebConv(MessagePassing):
         if lambda_max is None:
             lambda_max = self.lambda_max
         if isinstance(lambda_max, str):
+            if edge_index.numel() == 0:
+                raise ValueError(f"the graph has no edges, so lambda_max cannot be estimated "
+                                 f"for a Chebyshev filter of K={self.K} coefficients: use K=1 "
+                                 f"(a per-pixel linear layer), a graph with edges, or pass "
+                                 f"lambda_max explicitly")
             lambda_max = _sparse.estimated_lambda_max(edge_index, edge_weight, num_nodes,
                                                       self.normalization)
         return _sparse.lambda_max_key(lambda_max)
@@ -181,11 +188,12 @@ class SphericalChebConv(MessagePassing):
                     self._aggregate_forward_pre_hooks, self._aggregate_forward_hooks)))
 
     def _forward_message(self, x, edge_index, edge_weight, batch, lam) -> Tensor:
-        edge_index, norm = _sparse.scaled_laplacian(edge_index, edge_weight, x.size(-2),
-                                                    self.normalization, lam, x.dtype, batch)
         Tx_0 = x
         out = self.lins[0](Tx_0)
         if len(self.lins) > 1:
+            edge_index, norm = _sparse.scaled_laplacian(edge_index, edge_weight, x.size(-2),
+                                                        self.normalization, lam, x.dtype,
+                                                        batch)
             Tx_1 = self.propagate(edge_index, x=x, norm=norm)
             out = out + self.lins[1](Tx_1)
             for lin in self.lins[2:]:
