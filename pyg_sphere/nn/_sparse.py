@@ -19,7 +19,6 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from torch_geometric.utils import get_laplacian
 
 LambdaMax = Union[float, Tensor]
 
@@ -154,24 +153,41 @@ def scaled_laplacian(edge_index: Tensor, edge_weight: Optional[Tensor], num_node
     ``w`` contributes ``w * x[j]`` to row ``i``. :obj:`lambda_max` holds one value, or one per
     graph of a batch, picked for each edge by ``batch[edge_index[0]]``.
     """
-    if edge_weight is not None:
-        edge_weight = edge_weight.to(dtype)
-    edge_index, weight = get_laplacian(edge_index, edge_weight, normalization, dtype,
-                                       num_nodes)
+    row, col = edge_index[0], edge_index[1]
+    weight = (torch.ones(row.numel(), dtype=dtype, device=row.device) if edge_weight is None
+              else edge_weight.to(dtype))
+    loops = row == col
+    if bool(loops.any()):  # ChebConv drops self loops before normalizing
+        keep = ~loops
+        row, col, weight = row[keep], col[keep], weight[keep]
     if len(lambda_max) == 1:
-        lam = torch.tensor(lambda_max[0], dtype=weight.dtype, device=weight.device)
+        scale = torch.tensor(2.0 / lambda_max[0], dtype=dtype, device=row.device)
+        node_scale = scale
     else:
         if batch is None:
             raise ValueError(f"lambda_max holds {len(lambda_max)} values (one per graph): "
                              f"pass the `batch` vector too, or a single float")
-        lam = torch.tensor(lambda_max, dtype=weight.dtype, device=weight.device)
+        lam = torch.tensor(lambda_max, dtype=dtype, device=row.device)
         if int(batch.max()) >= lam.numel():
             raise ValueError(f"batch refers to graph {int(batch.max())} but lambda_max holds "
                              f"only {lam.numel()} values")
-        lam = lam[batch[edge_index[0]]]
-    weight = 2.0 * weight / lam
-    loop = edge_index[0] == edge_index[1]
-    weight = torch.where(loop, weight - 1.0, weight)
+        node_scale = (2.0 / lam)[batch]
+        scale = node_scale[row]
+    # L = D - W (None), I - D^-1/2 W D^-1/2 ('sym') or I - D^-1 W ('rw'), computed in one pass
+    # rather than with get_laplacian (several copies of the edge list on large batches).
+    degree = torch.zeros(num_nodes, dtype=dtype, device=row.device).index_add(0, row, weight)
+    if normalization is None:
+        off = weight
+        diag = degree
+    else:
+        inv = degree.pow(-0.5 if normalization == 'sym' else -1.0)
+        inv = inv.masked_fill(torch.isinf(inv), 0.0)
+        off = inv[row] * weight * inv[col] if normalization == 'sym' else inv[row] * weight
+        diag = torch.ones_like(degree)
+    nodes = torch.arange(num_nodes, dtype=row.dtype, device=row.device)
+    edge_index = torch.cat([torch.stack([row, col]), nodes.expand(2, -1)], dim=1)
+    # L~ = 2 L / lambda_max - I
+    weight = torch.cat([-scale * off, node_scale * diag - 1.0])
     return edge_index, weight
 
 
@@ -182,8 +198,7 @@ class ChebOperator:
     def __init__(self, edge_index: Tensor, weight: Tensor, num_nodes: int):
         self.num_nodes = num_nodes
         self.symmetric = False
-        l1 = _csr(edge_index[1], edge_index[0], weight, num_nodes)
-        l1_t = _csr(edge_index[0], edge_index[1], weight, num_nodes)
+        l1, l1_t = _csr_and_transpose(edge_index[1], edge_index[0], weight, num_nodes)
         if _nearly_equal(l1, l1_t):
             self.symmetric = True
             l1_t = l1
@@ -208,20 +223,21 @@ def _nearly_equal(a: Tensor, b: Tensor) -> bool:
     return float((va - vb).abs().max()) <= tol
 
 
-def _csr(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:
-    """CSR matrix with entries ``(row[e], col[e]) = value[e]``, duplicates summed (as message
-    passing sums them)."""
+def _csr_and_transpose(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tuple[Tensor, Tensor]:
+    """CSR matrices with entries ``(row[e], col[e]) = value[e]`` and its transpose, duplicates
+    summed (as message passing sums them)."""
     if value.device.type == 'cpu' and value.dtype in (torch.float32, torch.float64):
-        return _csr_scipy(row, col, value, n)
-    return _csr_torch(row, col, value, n)
+        # scipy's conversion is a linear-time bucket sort, several times faster than sorting,
+        # and its CSC -> CSR transpose is another linear pass.
+        m = sp.csr_matrix((value.numpy(), (row.numpy(), col.numpy())), shape=(n, n))
+        m.sum_duplicates()  # canonical: sorted column indices, no duplicates
+        return _from_scipy(m), _from_scipy(m.T.tocsr())
+    return _csr_torch(row, col, value, n), _csr_torch(col, row, value, n)
 
 
-def _csr_scipy(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:
-    # scipy's conversion is a linear-time bucket sort, several times faster than sorting.
-    m = sp.csr_matrix((value.numpy(), (row.numpy(), col.numpy())), shape=(n, n))
-    m.sum_duplicates()  # canonical: sorted column indices, no duplicates
+def _from_scipy(m: sp.csr_matrix) -> Tensor:
     return _csr_tensor(torch.from_numpy(m.indptr), torch.from_numpy(m.indices),
-                       torch.from_numpy(m.data), n)
+                       torch.from_numpy(m.data), m.shape[0])
 
 
 def _csr_torch(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:

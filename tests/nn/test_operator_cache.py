@@ -143,16 +143,46 @@ def test_products_match_message_passing(graph, channels):
 
 
 def test_csr_builders_agree_and_sum_duplicates():
-    # The scipy builder (CPU) and the torch builder (other devices) give the same matrix.
+    # The scipy builder (CPU) and the torch builder (other devices) give the same matrix
+    # and transpose.
     row = torch.tensor([0, 2, 1, 0, 2, 0])
     col = torch.tensor([1, 0, 2, 1, 2, 0])
     value = torch.tensor([1., 2., 3., 4., 5., 6.])
     dense = torch.zeros(3, 3).index_put_((row, col), value, accumulate=True)
-    for build in (_sparse._csr_scipy, _sparse._csr_torch):
-        a = build(row, col, value, 3)
-        assert a.layout == torch.sparse_csr and a.values().numel() == 5
-        torch.testing.assert_close(a.to_dense(), dense)
-        torch.testing.assert_close(_sparse._mm(a, torch.eye(3)), dense)
+    pairs = (_sparse._csr_and_transpose(row, col, value, 3),
+             (_sparse._csr_torch(row, col, value, 3), _sparse._csr_torch(col, row, value, 3)))
+    for a, a_t in pairs:
+        for m, expected in ((a, dense), (a_t, dense.T)):
+            assert m.layout == torch.sparse_csr and m.values().numel() == 5
+            torch.testing.assert_close(m.to_dense(), expected)
+            torch.testing.assert_close(_sparse._mm(m, torch.eye(3)), expected)
+
+
+@pytest.mark.parametrize('normalization', [None, 'sym', 'rw'])
+def test_scaled_laplacian_matches_pyg(normalization):
+    # Oracle: PyG's get_laplacian, then 2 L / lambda_max - I, on a graph with what PyG's
+    # ChebConv has to handle: self loops (dropped), duplicate edges, an isolated node, and
+    # two graphs with their own lambda_max.
+    from torch_geometric.utils import get_laplacian
+    edge_index = torch.tensor([[0, 1, 1, 2, 2, 0, 3, 4, 5, 4, 1],
+                               [1, 0, 2, 1, 0, 2, 3, 5, 4, 5, 0]])
+    weight = torch.rand(edge_index.size(1), dtype=torch.float64, requires_grad=True)
+    batch = torch.tensor([0, 0, 0, 0, 1, 1, 1])  # node 3: only a self loop; node 6: none
+    lam = (1.7, 2.5)
+    index, value = _sparse.scaled_laplacian(edge_index, weight, 7, normalization, lam,
+                                            torch.float64, batch)
+    ref_index, ref_value = get_laplacian(edge_index, weight, normalization, torch.float64, 7)
+    scale = 2.0 / torch.tensor(lam, dtype=torch.float64)[batch[ref_index[0]]]
+    ref_value = scale * ref_value - (ref_index[0] == ref_index[1]).double()
+    dense = torch.zeros(7, 7, dtype=torch.float64).index_put((index[0], index[1]), value,
+                                                              accumulate=True)
+    ref = torch.zeros(7, 7, dtype=torch.float64).index_put((ref_index[0], ref_index[1]),
+                                                          ref_value, accumulate=True)
+    torch.testing.assert_close(dense, ref)
+    probe = torch.randn(7, 7, dtype=torch.float64)
+    grad, = torch.autograd.grad((dense * probe).sum(), weight)
+    ref_grad, = torch.autograd.grad((ref * probe).sum(), weight)
+    torch.testing.assert_close(grad, ref_grad)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
