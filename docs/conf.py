@@ -17,7 +17,7 @@ extensions = [
     'sphinx.ext.mathjax',
     'sphinx.ext.viewcode',
     'sphinx.ext.doctest',
-    'myst_parser',  # docs/benchmarks.md and docs/results.md
+    'myst_parser',  # docs/benchmarks.md and the results pages
 ]
 
 source_suffix = {'.rst': 'restructuredtext', '.md': 'markdown'}

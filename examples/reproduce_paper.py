@@ -9,9 +9,11 @@ patches; DeepSphere draws fresh training noise every epoch, the SVMs are fitted 
 
 Writes ``<out>/results.json`` as it goes (an interrupted run restarts where it stopped),
 and at the end the accuracy table and figure into ``docs/results.md`` and
-``docs/reproduction_accuracy.png``::
+``docs/results_accuracy.png`` (``--name`` names another page)::
 
-    python examples/reproduce_paper.py                       # the documented run (~1 h, 2 cores)
+    python examples/reproduce_paper.py                       # the documented run (~20 min, 2 cores)
+    python examples/reproduce_paper.py --nside 512 --orders 4 --batch-size 8 \
+        --out runs/reproduce_512 --name results_nside512     # order 4 at nside 512 (~50 min)
     python examples/reproduce_paper.py --nside 32 --n-per-class 4 --epochs 1 --epochs-first 1 \\
         --orders 1 --noise 0 2 --out /tmp/repro --docs /tmp/repro  # a quick smoke run
 """
@@ -73,6 +75,8 @@ def parse_args(argv=None):
                    help="default: data/cosmo_pm_nside{nside}_{n_per_class}")
     p.add_argument('--out', default='runs/reproduce_paper')
     p.add_argument('--docs', default='docs', help="where results.md and the figure go")
+    p.add_argument('--name', default='results',
+                   help="the page's name: <docs>/<name>.md and <docs>/<name>_accuracy.png")
     return p.parse_args(argv)
 
 
@@ -204,13 +208,14 @@ def write_markdown(results, info, args, path, figure_name):
                   "50/sqrt(n) points: " + ', '.join(
                       f"{50 / tests[o] ** 0.5:.1f} at order {o} ({tests[o]} patches)"
                       for o in sorted(tests)) + '.')
+    others = (", that of the other orders from it (the fully convolutional head fits any "
+              "patch size)" if len(args.orders) > 1 else "")
     warm = (f"Warm starts (`train_cosmo --init`): the noiseless model of order {first} starts "
-            f"from random weights ({args.epochs_first} epochs), that of the other orders from "
-            f"it (the fully convolutional head fits any patch size); each noisier model starts "
-            f"from the best model of the previous level of its order."
+            f"from random weights ({args.epochs_first} epochs){others}; each noisier model "
+            f"starts from the best model of the previous level of its order."
             if args.warm_start else
             f"Every model starts from random weights ({args.epochs_first} epochs).")
-    text = f"""# Reproduction of the DeepSphere cosmology experiment
+    text = f"""# Reproduction of the DeepSphere cosmology experiment, nside {args.nside}
 
 Perraudin et al. (2019) classify convergence maps of two cosmologies with (nearly) the same
 power spectrum, cut into patches of order 1, 2 and 4 (1/12, 1/48 and 1/192 of the sky), under
@@ -327,10 +332,11 @@ def main(argv=None):
             'wall_minutes': state['seconds'] / 60, 'hardware': hardware(), 'samples': samples,
             'counts': state['samples']}
     os.makedirs(args.docs, exist_ok=True)
-    figure = 'reproduction_accuracy.png'
+    figure = f'{args.name}_accuracy.png'
     plot(results, args, osp.join(args.docs, figure))
-    write_markdown(results, info, args, osp.join(args.docs, 'results.md'), figure)
-    print(f"wrote {osp.join(args.docs, 'results.md')} ({state['seconds'] / 60:.1f} min)")
+    page = osp.join(args.docs, f'{args.name}.md')
+    write_markdown(results, info, args, page, figure)
+    print(f"wrote {page} ({state['seconds'] / 60:.1f} min)")
     return results
 
 

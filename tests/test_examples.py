@@ -132,7 +132,7 @@ def test_reproduce_paper(tmp_path):
             r = state['results'][f'{row[0]}/{lv}']
             best = max(r['PSD + SVM'], r['histogram + SVM'])
             assert float(cell) == pytest.approx(round(100 * (r['DeepSphere'] - best), 1))
-    assert (tmp_path / 'docs' / 'reproduction_accuracy.png').read_bytes()[:8] == PNG
+    assert (tmp_path / 'docs' / 'results_accuracy.png').read_bytes()[:8] == PNG
 
     # A second run finds every result in results.json and trains nothing again.
     again = run_example('reproduce_paper.py', *args, cwd=tmp_path)
