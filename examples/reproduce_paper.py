@@ -12,7 +12,7 @@ and at the end the accuracy table and figure into ``docs/results.md`` and
 ``docs/results_accuracy.png`` (``--name`` names another page)::
 
     python examples/reproduce_paper.py                       # the documented run (~20 min, 2 cores)
-    python examples/reproduce_paper.py --nside 512 --orders 4 --batch-size 8 \
+    python examples/reproduce_paper.py --nside 512 --orders 4 --batch-size 8 \\
         --out runs/reproduce_512 --name results_nside512     # order 4 at nside 512 (~50 min)
     python examples/reproduce_paper.py --nside 32 --n-per-class 4 --epochs 1 --epochs-first 1 \\
         --orders 1 --noise 0 2 --out /tmp/repro --docs /tmp/repro  # a quick smoke run

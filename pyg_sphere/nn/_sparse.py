@@ -135,8 +135,8 @@ def lambda_max_key(lambda_max: LambdaMax) -> Tuple[float, ...]:
     else:
         values = (float(lambda_max), )
     if len(values) == 0 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"lambda_max must be positive and finite, got {values} (a graph "
-                         f"without edges has lambda_max 0: use K=1 there)")
+        hint = " (a graph without edges has lambda_max 0: use K=1 there)" if 0.0 in values else ""
+        raise ValueError(f"lambda_max must be positive and finite, got {values}{hint}")
     if len(set(values)) == 1:  # one value for all graphs: no need for `batch`
         values = values[:1]
     return values
@@ -223,7 +223,8 @@ def _nearly_equal(a: Tensor, b: Tensor) -> bool:
     return float((va - vb).abs().max()) <= tol
 
 
-def _csr_and_transpose(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tuple[Tensor, Tensor]:
+def _csr_and_transpose(row: Tensor, col: Tensor, value: Tensor,
+                       n: int) -> Tuple[Tensor, Tensor]:
     """CSR matrices with entries ``(row[e], col[e]) = value[e]`` and its transpose, duplicates
     summed (as message passing sums them)."""
     if value.device.type == 'cpu' and value.dtype in (torch.float32, torch.float64):
