@@ -134,7 +134,10 @@ def test_reproduce_paper(tmp_path):
             assert float(cell) == pytest.approx(round(100 * (r['DeepSphere'] - best), 1))
     assert (tmp_path / 'docs' / 'results_accuracy.png').read_bytes()[:8] == PNG
 
-    # A second run finds every result in results.json and trains nothing again.
-    again = run_example('reproduce_paper.py', *args, cwd=tmp_path)
+    # A second run finds every result in results.json and trains nothing again; --name
+    # writes the same results to another page.
+    again = run_example('reproduce_paper.py', *args, '--name', 'other', cwd=tmp_path)
     assert 'noise 0:' not in again and 'wrote' in again
     assert json.loads((tmp_path / 'run' / 'results.json').read_text()) == state
+    assert table_rows((tmp_path / 'docs' / 'other.md').read_text(), ('1', '2')) == rows
+    assert (tmp_path / 'docs' / 'other_accuracy.png').read_bytes()[:8] == PNG
