@@ -8,6 +8,7 @@ scikit-learn is an optional dependency: ``pip install pyg_sphere[baselines]``.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Sequence
 
 import healpy as hp
@@ -45,7 +46,7 @@ def _as_labels(y, num_samples: int, name: str) -> np.ndarray:
     return y
 
 
-class _SVMBaseline:
+class _SVMBaseline(ABC):
     """Shared logic: features -> standardisation -> linear SVM, C on validation."""
 
     def __init__(self, Cs: Sequence[float], max_iter: int):
@@ -67,8 +68,9 @@ class _SVMBaseline:
     def _fit_features(self, x: np.ndarray) -> None:
         pass
 
-    def _features(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        """Raw features ``[num_samples, num_features]`` of samples ``[num_samples, num_pixels]``."""
 
     def _samples(self, x, name: str) -> np.ndarray:
         x = as_samples(x, name)
