@@ -1,0 +1,110 @@
+"""Checks of user input shared by the whole package: each raises an error that names the
+argument, what was wrong and how to fix it, and returns the value in canonical form."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+from torch import Tensor
+
+#: What the functions taking a pixel set accept: HEALPix ids or a boolean mask.
+PixelsLike = Union[None, Tensor, np.ndarray, list, tuple, range]
+
+
+def check_int(name: str, value, minimum: Optional[int] = None) -> int:
+    """Returns :obj:`value` as an :obj:`int`; raises unless it is an integer >= :obj:`minimum`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise TypeError(f"{name} must be an integer{bound}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_positive(name: str, value) -> float:
+    """Returns :obj:`value` as a :obj:`float`; raises unless it is finite and positive."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value, choices: Sequence):
+    """Returns :obj:`value`; raises unless it is one of :obj:`choices`."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_nside(nside, name: str = "nside") -> int:
+    """Returns :obj:`nside` as an :obj:`int`; raises unless it is a power of 2 in [1, 2**29]."""
+    if isinstance(nside, bool) or not isinstance(nside, numbers.Integral):
+        raise TypeError(f"{name} must be an integer power of 2, got {nside!r}")
+    nside = int(nside)
+    if nside < 1 or nside > 2**29 or nside & (nside - 1):
+        raise ValueError(f"{name} must be a power of 2 between 1 and 2**29, got {nside}")
+    return nside
+
+
+def check_levels(levels, minimum: int = 0) -> int:
+    """Returns the number of nested levels (poolings by 4) as an :obj:`int` >= :obj:`minimum`."""
+    if isinstance(levels, bool) or not isinstance(levels, numbers.Integral) or levels < minimum:
+        raise ValueError(f"levels must be an integer >= {minimum}, got {levels!r}")
+    return int(levels)
+
+
+def check_channels(channels, minimum: int) -> Tuple[int, ...]:
+    """Returns a sequence of channel counts (one per level) as a tuple of ints."""
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence):
+        raise TypeError(f"channels must be a sequence of integers (one per level), got {channels!r}")
+    channels = tuple(channels)
+    if len(channels) < minimum:
+        raise ValueError(
+            f"channels needs at least {minimum} entr{'y' if minimum == 1 else 'ies'} "
+            f"(one per level), got {channels!r}"
+        )
+    return tuple(check_int("every entry of channels", c, 1) for c in channels)
+
+
+def as_pixels(nside: int, pixels: PixelsLike, *, name: str = "pixels") -> Optional[np.ndarray]:
+    """Validates a pixel set and returns it as sorted int64 ids (:obj:`None`: whole sphere).
+
+    Accepts HEALPix ids (any integer array or tensor) or a boolean mask of length
+    :math:`12 n_\\mathrm{side}^2`.
+    """
+    if pixels is None:
+        return None
+    npix = 12 * nside**2
+    if isinstance(pixels, Tensor):
+        pixels = pixels.detach().cpu().numpy()
+    arr = np.asarray(pixels)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {tuple(arr.shape)}")
+    if arr.dtype == np.bool_:
+        if arr.shape[0] != npix:
+            raise ValueError(
+                f"A boolean mask for {name} must have 12 * nside**2 = {npix} "
+                f"entries at nside={nside}, got {arr.shape[0]}"
+            )
+        arr = np.flatnonzero(arr)
+    elif arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(
+            f"{name} must hold integer HEALPix ids or be a boolean mask, got dtype {arr.dtype}"
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: a graph needs at least one pixel")
+    arr = np.sort(arr.astype(np.int64))
+    if arr[0] < 0 or arr[-1] >= npix:
+        bad = arr[0] if arr[0] < 0 else arr[-1]
+        raise ValueError(f"{name} holds pixel id {bad}, outside [0, {npix}) at nside={nside}")
+    dup = arr[1:] == arr[:-1]
+    if dup.any():
+        raise ValueError(
+            f"{name} holds duplicated pixel ids (e.g. {arr[1:][dup][:5].tolist()}); "
+            f"pass each pixel once, e.g. np.unique(pixels)"
+        )
+    return None if arr.shape[0] == npix else arr
