@@ -31,6 +31,7 @@ import torch
 from pyg_sphere import close_hierarchy, healpix_graph
 from pyg_sphere.datasets.simulate import simulate_convergence_map
 from pyg_sphere.nn import HealpixPool, SphericalChebConv
+from pyg_sphere.nn.pool import healpix_pool_graph
 
 
 def parse_args(argv=None):
@@ -102,7 +103,7 @@ def main(argv=None):
 
     convs = [SphericalChebConv(2, args.channels, K=args.K),
              SphericalChebConv(args.channels, args.channels, K=args.K)]
-    pool = HealpixPool('max')
+    pool = HealpixPool(reduce='max')
 
     x_region = features(m, graph.pixels.numpy())
     x_sphere = features(m, np.arange(12 * nside**2))
@@ -122,8 +123,8 @@ def main(argv=None):
             x_sphere = conv(x_sphere, sphere.edge_index, sphere.edge_weight, lambda_max=lam)
             inside = inside & far_from(sphere, ~inside, args.K)
             report(f'conv {step}', graph, x_region, x_sphere, inside)
-            x_region, graph = pool(torch.relu(x_region), graph)
-            x_sphere, sphere = pool(torch.relu(x_sphere), sphere)
+            x_region, graph = pool(torch.relu(x_region), graph), healpix_pool_graph(graph)
+            x_sphere, sphere = pool(torch.relu(x_sphere), sphere), healpix_pool_graph(sphere)
             inside = inside.reshape(-1, 4).all(1)  # a parent agrees if its 4 children do
             report(f'pool {step}', graph, x_region, x_sphere, inside)
     print(f"output: {tuple(x_region.shape)} on {graph.num_nodes} pixels at nside {graph.nside}")

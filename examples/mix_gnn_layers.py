@@ -24,15 +24,16 @@ from torch_geometric.nn import GATConv, GCNConv, global_mean_pool
 
 from pyg_sphere import close_hierarchy, healpix_graph
 from pyg_sphere.nn import HealpixPool, SphericalChebConv
+from pyg_sphere.nn.pool import healpix_pool_graph
 
 
 class MixedNet(torch.nn.Module):
     def __init__(self, in_channels: int, hidden: int, num_classes: int):
         super().__init__()
         self.cheb = SphericalChebConv(in_channels, hidden, K=4)
-        self.pool1 = HealpixPool('max')
+        self.pool1 = HealpixPool(reduce='max')
         self.gcn = GCNConv(hidden, hidden)
-        self.pool2 = HealpixPool('mean')
+        self.pool2 = HealpixPool(reduce='mean')
         self.gat = GATConv(hidden, hidden, heads=2, concat=False)
         self.head = torch.nn.Linear(hidden, num_classes)
 
@@ -40,9 +41,10 @@ class MixedNet(torch.nn.Module):
         # data: one graph, or a Batch of graphs of any nside/region, with x [N, F].
         x = F.relu(self.cheb(data.x, data.edge_index, data.edge_weight, data.batch,
                              data.lambda_max))
-        x, graph = self.pool1(x, data)  # graph: the coarse Batch (edge_index, batch, ...)
+        # The coarse graph (a Batch for a batch: edge_index, batch, ...) is memoised.
+        x, graph = self.pool1(x, data), healpix_pool_graph(data)
         x = F.relu(self.gcn(x, graph.edge_index, graph.edge_weight))
-        x, graph = self.pool2(x, graph)
+        x, graph = self.pool2(x, graph), healpix_pool_graph(graph)
         x = F.relu(self.gat(x, graph.edge_index))
         return self.head(global_mean_pool(x, graph.batch))
 

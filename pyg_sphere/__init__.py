@@ -1,19 +1,35 @@
-"""pyg_sphere: deep learning on the HEALPix sphere with PyTorch Geometric."""
-from . import baselines, datasets, graph, loader, nn, transforms
-from .equivariance import equivariance_error
-from .graph import (close_hierarchy, coarsen_graph, estimate_lambda_max, healpix_graph,
-                    healpix_hierarchy, is_closed_hierarchy, kernel_width, nested_patches)
+"""pyg_sphere: deep learning on the HEALPix sphere with PyTorch Geometric.
 
-__version__ = '0.1.0'
+The layers of the package, each built on the ones before it: :mod:`pyg_sphere.graph` (HEALPix
+graphs), :mod:`pyg_sphere.nn` (convolution, pooling, models), :mod:`pyg_sphere.datasets`,
+:mod:`pyg_sphere.loader` and :mod:`pyg_sphere.transforms` (data), :mod:`pyg_sphere.baselines`;
+:mod:`pyg_sphere.cache` holds every cache. Command-line programs live beside the library, in
+:mod:`pyg_sphere.apps`, which the library never imports.
+"""
+
+from . import baselines, cache, checkpoint, datasets, graph, loader, nn, transforms
+from .equivariance import equivariance_error
+from .graph import (
+    close_hierarchy,
+    coarsen_graph,
+    estimate_lambda_max,
+    healpix_graph,
+    healpix_hierarchy,
+    is_closed_hierarchy,
+    kernel_width,
+    nested_patches,
+)
+
+__version__ = "0.2.0.dev0"
 
 __all__ = [
-    'healpix_graph',
-    'healpix_hierarchy',
-    'coarsen_graph',
-    'kernel_width',
-    'close_hierarchy',
-    'is_closed_hierarchy',
-    'nested_patches',
-    'estimate_lambda_max',
-    'equivariance_error',
+    "healpix_graph",
+    "healpix_hierarchy",
+    "coarsen_graph",
+    "kernel_width",
+    "close_hierarchy",
+    "is_closed_hierarchy",
+    "nested_patches",
+    "estimate_lambda_max",
+    "equivariance_error",
 ]

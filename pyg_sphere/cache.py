@@ -40,6 +40,7 @@ from typing import Any, Callable, Dict, Hashable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import Tensor
 
 __all__ = ["CacheInfo", "info", "clear", "set_limit", "DEFAULT_LARGE_LIMIT", "DEFAULT_SMALL_LIMIT"]
@@ -78,15 +79,22 @@ def nbytes(value: Any) -> int:
     seen = set()
 
     def walk(v) -> int:
-        if id(v) in seen:
-            return 0
-        seen.add(id(v))
         if isinstance(v, Tensor):
             if v.layout == torch.sparse_csr:
                 return sum(walk(t) for t in (v.crow_indices(), v.col_indices(), v.values()))
-            return v.numel() * v.element_size()
+            # Tensors that share storage (views, CSR matrices sharing indices) count once.
+            key = ("storage", v.untyped_storage().data_ptr(), v.device)
+            if key in seen:
+                return 0
+            seen.add(key)
+            return v.untyped_storage().nbytes()
+        if id(v) in seen:
+            return 0
+        seen.add(id(v))
         if isinstance(v, np.ndarray):
             return v.nbytes
+        if isinstance(v, cKDTree):  # its points and permutation dominate
+            return v.data.nbytes + v.indices.nbytes
         if isinstance(v, (list, tuple)):
             return sum(walk(x) for x in v)
         if isinstance(v, dict):

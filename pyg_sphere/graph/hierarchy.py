@@ -7,9 +7,9 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from .healpix_graph import PixelsLike, as_pixels, healpix_graph
-from .kernel_width import check_nside
-from .kernel_width import kernel_width as default_kernel_width
+from .._validate import PixelsLike, as_pixels, check_levels, check_nside
+from ._healpix_graph import healpix_graph
+from ._kernel_width import kernel_width as default_kernel_width
 
 
 def _nested_ids(pixels: PixelsLike) -> np.ndarray:
@@ -22,12 +22,6 @@ def _nested_ids(pixels: PixelsLike) -> np.ndarray:
     if arr.size and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0):
         raise ValueError("pixels must be non-negative integer (nested) HEALPix ids")
     return np.asarray(pixels, dtype=np.int64).ravel()
-
-
-def _check_levels(levels) -> int:
-    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 0:
-        raise ValueError(f"levels must be a non-negative integer, got {levels!r}")
-    return int(levels)
 
 
 def close_hierarchy(pixels: PixelsLike, levels: int = 1) -> Tensor:
@@ -50,7 +44,7 @@ def close_hierarchy(pixels: PixelsLike, levels: int = 1) -> Tensor:
         >>> close_hierarchy([5, 17], levels=1).tolist()
         [4, 5, 6, 7, 16, 17, 18, 19]
     """
-    factor = 4**_check_levels(levels)
+    factor = 4**check_levels(levels)
     parents = np.unique(_nested_ids(pixels) // factor)
     return torch.from_numpy((parents[:, None] * factor + np.arange(factor)).ravel())
 
@@ -65,7 +59,7 @@ def is_closed_hierarchy(pixels: PixelsLike, levels: int = 1) -> bool:
         (True, False)
     """
     pix = np.unique(_nested_ids(pixels))
-    factor = 4**_check_levels(levels)
+    factor = 4**check_levels(levels)
     return len(pix) == factor * len(np.unique(pix // factor))
 
 
@@ -100,11 +94,12 @@ def nested_patches(nside: int, order: int) -> Tensor:
 def coarsen_graph(graph: Data, levels: int = 1, *, lambda_max: Optional[bool] = None) -> Data:
     r"""Returns the graph of the parents of a nested graph's pixels, :obj:`levels` up.
 
-    The coarse graph is built like the fine one (same :obj:`k` and variant), at
+    The coarse graph is built like the fine one (same :obj:`num_neighbors` and variant), at
     :math:`n_\mathrm{side}/2^\ell` on the pixels :obj:`graph.pixels // 4**levels`. Its kernel
     width is the tuned default at the coarse resolution if the fine graph used the default,
     else the fine width times :math:`2^\ell` (pixels are :math:`2^\ell` times larger). Graphs are
-    memoised, so calling this at every step of a network costs nothing after the first call.
+    memoised (:mod:`pyg_sphere.cache`), so calling this at every step of a network costs nothing
+    after the first call while the graphs fit the cache's memory limit.
 
     Args:
         graph (torch_geometric.data.Data): A graph from :func:`~pyg_sphere.healpix_graph`
@@ -119,8 +114,8 @@ def coarsen_graph(graph: Data, levels: int = 1, *, lambda_max: Optional[bool] = 
         >>> pyg_sphere.coarsen_graph(g, 2).num_nodes
         48
     """
-    levels = _check_levels(levels)
-    for attr in ('nside', 'nest', 'pixels', 'k', 'variant', 'kernel_width'):
+    levels = check_levels(levels)
+    for attr in ('nside', 'nest', 'pixels', 'num_neighbors', 'variant', 'kernel_width'):
         if attr not in graph:
             raise ValueError(f"coarsen_graph needs a graph from pyg_sphere.healpix_graph; "
                              f"this one has no '{attr}' attribute")
@@ -134,14 +129,14 @@ def coarsen_graph(graph: Data, levels: int = 1, *, lambda_max: Optional[bool] = 
     coarse_nside = nside >> levels
     kernel_width = None
     if graph.variant == 'v2' and not np.isclose(graph.kernel_width,
-                                                _default_or_none(nside, graph.k)):
+                                                _default_or_none(nside, graph.num_neighbors)):
         kernel_width = graph.kernel_width * 2**levels
     pixels = None
     if graph.num_nodes != 12 * nside**2:
         pixels = torch.unique(graph.pixels.cpu() // 4**levels)
     if lambda_max is None:
         lambda_max = 'lambda_max' in graph
-    return healpix_graph(coarse_nside, pixels, k=int(graph.k), nest=True,
+    return healpix_graph(coarse_nside, pixels, num_neighbors=int(graph.num_neighbors), nest=True,
                          kernel_width=kernel_width, variant=graph.variant,
                          lambda_max=lambda_max)
 
@@ -153,7 +148,7 @@ def _default_or_none(nside, k):
         return np.nan
 
 
-def healpix_hierarchy(nside: int, levels: int, pixels: PixelsLike = None, *, k: int = 8,
+def healpix_hierarchy(nside: int, levels: int, pixels: PixelsLike = None, *, num_neighbors: int = 8,
                       **kwargs) -> List[Data]:
     r"""Returns the graphs at :obj:`nside`, :obj:`nside // 2`, ..., :obj:`nside // 2**levels`.
 
@@ -165,7 +160,7 @@ def healpix_hierarchy(nside: int, levels: int, pixels: PixelsLike = None, *, k: 
         levels (int): Number of coarsenings.
         pixels (array or torch.Tensor, optional): Region at the finest level (default: the
             whole sphere). Close it with :func:`close_hierarchy` to pool it by reshaping.
-        k (int): Number of neighbours. (default: 8)
+        num_neighbors (int): Number of neighbours. (default: 8)
         **kwargs: Other arguments of :func:`~pyg_sphere.healpix_graph`.
 
     Example:
@@ -176,8 +171,8 @@ def healpix_hierarchy(nside: int, levels: int, pixels: PixelsLike = None, *, k: 
     """
     if 'nest' in kwargs and not kwargs.pop('nest'):
         raise ValueError("The hierarchy is defined on nested pixel ids; use nest=True")
-    levels = _check_levels(levels)
-    graphs = [healpix_graph(nside, pixels, k=k, nest=True, **kwargs)]
+    levels = check_levels(levels)
+    graphs = [healpix_graph(nside, pixels, num_neighbors=num_neighbors, nest=True, **kwargs)]
     for _ in range(levels):
         graphs.append(coarsen_graph(graphs[-1], 1))
     return graphs

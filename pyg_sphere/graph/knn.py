@@ -9,11 +9,12 @@ equals a k-d tree query over the whole sphere (tested), at a fraction of its cos
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 
 import healpy as hp
 import numpy as np
 from scipy.spatial import cKDTree
+
+from .. import cache
 
 MAX_K = 60
 
@@ -48,7 +49,7 @@ def _select(d2: np.ndarray, k: int):
     return sel, np.take_along_axis(d2, sel, axis=-1)
 
 
-@lru_cache(maxsize=4)
+@cache.memoize("knn_tree", cache.DEFAULT_LARGE_LIMIT)
 def _edge_band_tree(nside: int, band: int):
     """A k-d tree over all pixels closer than `band` grid steps to the edge of their face."""
     if nside <= 2 * band:

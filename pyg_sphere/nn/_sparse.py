@@ -2,97 +2,32 @@
 
 :class:`~pyg_sphere.nn.SphericalChebConv` multiplies by the same operator
 :math:`\\tilde{L} = 2L/\\lambda_{\\max} - I` at every layer and every step. It is built once per
-graph as a CSR tensor and kept in a small LRU cache keyed on the *identity* of the graph tensors
-(never on their content, which would cost as much as rebuilding). An entry is dropped when one
-of its tensors is freed, so an ``id`` reused by another graph never finds a stale operator, and
-the key includes the tensors' version counters, so an in-place change of ``edge_weight`` is a
-new key. Device, dtype, node count, normalization and :math:`\\lambda_{\\max}` are part of the key.
+graph as a CSR tensor and kept in the ``'operator'`` cache of :mod:`pyg_sphere.cache`, keyed on
+the *identity* of the graph tensors (never on their content, which would cost as much as
+rebuilding). Device, dtype, node count, normalization and :math:`\\lambda_{\\max}` are part of
+the key.
 """
-import functools
 import math
 import warnings
-import weakref
-from collections import OrderedDict
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import scipy.sparse as sp
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .. import cache
+
 LambdaMax = Union[float, Tensor]
 
 NORMALIZATIONS = (None, 'sym', 'rw')
 
 
-class IdentityCache:
-    """A small LRU cache whose keys are tensor identities and versions.
-
-    ``get(tensors, extra, build)`` returns ``build()`` for the key made of each tensor's
-    ``id``, version counter, data pointer, shape, dtype and device, plus the hashable
-    :obj:`extra`. The entry holds weak references to the tensors and is dropped as soon as
-    one of them is freed, before its id can be recycled: the graphs of a
-    :class:`~torch_geometric.loader.DataLoader`, new at every batch, are not kept alive.
-    Inference tensors carry no version counter: with those, nothing is cached.
-    """
-    def __init__(self, maxsize: int):
-        self.maxsize = maxsize
-        self._entries: 'OrderedDict[tuple, tuple]' = OrderedDict()
-
-    @staticmethod
-    def _tensor_key(t: Optional[Tensor]):
-        if t is None:
-            return None
-        if t.is_inference():
-            raise _Uncacheable
-        return (id(t), t._version, t.data_ptr(), tuple(t.shape), t.dtype, t.device)
-
-    def get(self, tensors: Sequence[Optional[Tensor]], extra, build: Callable):
-        try:
-            key = (tuple(self._tensor_key(t) for t in tensors), extra)
-        except _Uncacheable:
-            return build()
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-            return entry[1]
-        value = build()
-        drop = functools.partial(_drop_entry, weakref.ref(self._entries), key)
-        refs = tuple(None if t is None else weakref.ref(t, drop) for t in tensors)
-        self._entries[key] = (refs, value)
-        while len(self._entries) > self.maxsize:
-            self._entries.popitem(last=False)
-        return value
-
-    def clear(self):
-        self._entries.clear()
-
-    def __len__(self):
-        return len(self._entries)
-
-
-class _Uncacheable(Exception):
-    pass
-
-
-def _drop_entry(entries_ref, key, _dead_ref):
-    # Called while a key tensor is freed (the cache itself may be gone by then).
-    entries = entries_ref()
-    if entries is not None:
-        entries.pop(key, None)
-
-
-# Operators are large (about 12 bytes per edge, twice when L~ is not symmetric): keep few.
-OPERATOR_CACHE = IdentityCache(maxsize=8)
-LAMBDA_CACHE = IdentityCache(maxsize=32)
-NODE_CACHE = IdentityCache(maxsize=32)
-
-
-def clear_cache():
-    """Drops all cached operators and :math:`\\lambda_{\\max}` estimates."""
-    OPERATOR_CACHE.clear()
-    LAMBDA_CACHE.clear()
-    NODE_CACHE.clear()
+# Registered in pyg_sphere.cache; operators are large (about 12 bytes per edge, twice when
+# L~ is not symmetric) and bounded with the graphs, the other two hold one number per graph.
+OPERATOR_CACHE = cache.identity_memo("operator", cache.DEFAULT_LARGE_LIMIT)
+LAMBDA_CACHE = cache.identity_memo("lambda_max")
+NODE_CACHE = cache.identity_memo("node_count")
 
 
 @torch.compiler.disable

@@ -8,8 +8,9 @@ import torch
 from torch_geometric.utils import degree, is_undirected
 
 import pyg_sphere
+from pyg_sphere import cache
 from pyg_sphere import healpix_graph
-graph_module = importlib.import_module("pyg_sphere.graph.healpix_graph")
+graph_module = importlib.import_module("pyg_sphere.graph._healpix_graph")
 
 
 def _dense_reference(nside, k, sigma):
@@ -38,7 +39,7 @@ def _dense(g):
 def test_structure():
     g = healpix_graph(16)
     n = 12 * 16**2
-    assert g.num_nodes == n and g.nside == 16 and g.nest is True and g.k == 8
+    assert g.num_nodes == n and g.nside == 16 and g.nest is True and g.num_neighbors == 8
     assert g.edge_index.dtype == torch.int64 and g.edge_weight.dtype == torch.float32
     assert is_undirected(g.edge_index, g.edge_weight)
     assert (g.edge_index[0] != g.edge_index[1]).all()
@@ -52,7 +53,7 @@ def test_structure():
 
 @pytest.mark.parametrize('nside,k', [(4, 8), (8, 8), (8, 20), (8, 40), (4, 60)])
 def test_weights_match_dense_computation(nside, k):
-    _assert_matches_reference(healpix_graph(nside, k=k), k, pyg_sphere.kernel_width(nside, k))
+    _assert_matches_reference(healpix_graph(nside, num_neighbors=k), k, pyg_sphere.kernel_width(nside, k))
 
 
 def _assert_matches_reference(g, k, sigma):
@@ -72,7 +73,7 @@ def test_kernel_width_override():
 
 @pytest.mark.parametrize('k', [8, 20, 40, 60])
 def test_degrees(k):
-    g = healpix_graph(32, k=k, lambda_max=False)
+    g = healpix_graph(32, num_neighbors=k, lambda_max=False)
     deg = degree(g.edge_index[0], g.num_nodes)
     assert deg.min() == k  # union symmetrisation only adds edges
     assert deg.mean() < 1.1 * k
@@ -143,15 +144,15 @@ def test_lambda_max_matches_dense_eigenvalue():
 
 
 def test_memoised_and_disk_cache(tmp_path, monkeypatch):
-    a = healpix_graph(16, k=20)
-    b = healpix_graph(16, k=20)
+    a = healpix_graph(16, num_neighbors=20)
+    b = healpix_graph(16, num_neighbors=20)
     assert a is not b and a.edge_index.data_ptr() == b.edge_index.data_ptr()
     b.x = torch.zeros(3)  # attributes set on a copy do not leak into the memo
-    assert 'x' not in healpix_graph(16, k=20)
+    assert 'x' not in healpix_graph(16, num_neighbors=20)
 
     c = healpix_graph(8, pixels=range(200), cache_dir=tmp_path)
     assert len(list(tmp_path.glob('*.pt'))) == 1
-    monkeypatch.setattr(graph_module, '_MEMO', type(graph_module._MEMO)())
+    cache.clear('graph')
 
     def fail(*args):
         raise AssertionError('rebuilt instead of loading the cache')
@@ -170,10 +171,10 @@ def test_memoised_and_disk_cache(tmp_path, monkeypatch):
     (dict(nside=4, pixels=[3, 5, 3]), 'duplicated'),
     (dict(nside=4, pixels=[]), 'empty'),
     (dict(nside=4, pixels=np.ones(100, dtype=bool)), 'boolean mask'),
-    (dict(nside=4, k=7), 'kernel_width'),
-    (dict(nside=4, k=61, kernel_width=0.1), 'Unsupported k'),
-    (dict(nside=4, k=0, kernel_width=0.1), 'Unsupported k'),
-    (dict(nside=4, variant='v1', k=20), 'v1'),
+    (dict(nside=4, num_neighbors=7), 'kernel_width'),
+    (dict(nside=4, num_neighbors=61, kernel_width=0.1), 'Unsupported num_neighbors'),
+    (dict(nside=4, num_neighbors=0, kernel_width=0.1), 'Unsupported num_neighbors'),
+    (dict(nside=4, variant='v1', num_neighbors=20), 'v1'),
     (dict(nside=4, variant='v3'), 'variant'),
     (dict(nside=4, kernel_width=-1.0), 'positive'),
 ])

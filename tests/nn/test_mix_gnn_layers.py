@@ -8,24 +8,25 @@ from torch_geometric.nn import GATConv, GCNConv, global_mean_pool
 
 from pyg_sphere import close_hierarchy, healpix_graph
 from pyg_sphere.nn import HealpixPool, SphericalChebConv
+from pyg_sphere.nn.pool import healpix_pool_graph
 
 
 class MixedNet(torch.nn.Module):
     def __init__(self, in_channels, num_classes):
         super().__init__()
         self.cheb = SphericalChebConv(in_channels, 16, K=4)
-        self.pool1 = HealpixPool('max')
+        self.pool1 = HealpixPool(reduce='max')
         self.gcn = GCNConv(16, 16)
-        self.pool2 = HealpixPool('mean')
+        self.pool2 = HealpixPool(reduce='mean')
         self.gat = GATConv(16, 16, heads=2, concat=False)
         self.head = torch.nn.Linear(16, num_classes)
 
     def forward(self, data):
         x = F.relu(self.cheb(data.x, data.edge_index, data.edge_weight, data.batch,
                              data.lambda_max))
-        x, graph = self.pool1(x, data)
+        x, graph = self.pool1(x, data), healpix_pool_graph(data)
         x = F.relu(self.gcn(x, graph.edge_index, graph.edge_weight))
-        x, graph = self.pool2(x, graph)
+        x, graph = self.pool2(x, graph), healpix_pool_graph(graph)
         x = F.relu(self.gat(x, graph.edge_index))
         return self.head(global_mean_pool(x, graph.batch))
 

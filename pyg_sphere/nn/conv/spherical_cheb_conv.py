@@ -9,7 +9,7 @@ from torch_geometric.nn.dense.linear import Linear, is_uninitialized_parameter
 from torch_geometric.nn.inits import zeros
 from torch_geometric.typing import OptTensor
 
-from pyg_sphere.nn import _sparse
+from .. import _sparse
 
 
 class SphericalChebConv(MessagePassing):
@@ -182,10 +182,13 @@ class SphericalChebConv(MessagePassing):
                 or (edge_weight is not None and edge_weight.requires_grad
                     and torch.is_grad_enabled())
                 or any(is_uninitialized_parameter(lin.weight) for lin in self.lins)
-                or any(len(hooks) > 0 for hooks in (
-                    self._propagate_forward_pre_hooks, self._propagate_forward_hooks,
-                    self._message_forward_pre_hooks, self._message_forward_hooks,
-                    self._aggregate_forward_pre_hooks, self._aggregate_forward_hooks)))
+                or self._has_message_hooks())
+
+    def _has_message_hooks(self) -> bool:
+        # The handles of the hooks registered through the public methods below; a removed
+        # hook is no longer in its handle's dictionary.
+        return any(handle.id in (handle.hooks_dict_ref() or {})
+                   for handle in self.__dict__.get('_hook_handles', ()))
 
     def _forward_message(self, x, edge_index, edge_weight, batch, lam) -> Tensor:
         Tx_0 = x
@@ -225,6 +228,26 @@ class SphericalChebConv(MessagePassing):
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, '
                 f'K={self.K}, normalization={self.normalization}, '
                 f'lambda_max={self.lambda_max})')
+
+
+def _tracking_hooks(name: str):
+    register_hook = getattr(MessagePassing, name)
+
+    def register(self, hook):
+        handle = register_hook(self, hook)
+        self.__dict__.setdefault('_hook_handles', []).append(handle)
+        return handle
+
+    register.__name__ = name
+    register.__doc__ = register_hook.__doc__
+    return register
+
+
+# Hooks on propagate/message/aggregate need the message-passing path: track them.
+for _name in ('register_propagate_forward_pre_hook', 'register_propagate_forward_hook',
+              'register_message_forward_pre_hook', 'register_message_forward_hook',
+              'register_aggregate_forward_pre_hook', 'register_aggregate_forward_hook'):
+    setattr(SphericalChebConv, _name, _tracking_hooks(_name))
 
 
 @torch.compiler.disable

@@ -3,13 +3,13 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from pyg_sphere.graph.healpix_graph import PixelsLike
-from pyg_sphere.nn.conv import SphericalChebConv
-from pyg_sphere.nn.models.deepsphere import _check_channels, _check_int, _SphereModel
-from pyg_sphere.nn.pool import HealpixPool, HealpixUnpool
+from ..._validate import PixelsLike, check_channels, check_choice, check_int
+from ..conv import SphericalChebConv
+from ..pool import HealpixPool, HealpixUnpool
+from ._base import SphereModel
 
 
-class SphericalUNet(_SphereModel):
+class SphericalUNet(SphereModel):
     r"""An encoder-decoder with skip connections on HEALPix maps or regions, for per-pixel
     prediction (segmentation, or regression of maps), in the style of U-Net
     (Ronneberger et al., 2015) with the graph convolutions of DeepSphere.
@@ -24,8 +24,8 @@ class SphericalUNet(_SphereModel):
     brings back the detail. A final
     per-pixel linear layer gives :obj:`out_channels` values per pixel.
 
-    The graphs are built once from :func:`pyg_sphere.healpix_hierarchy` and kept as
-    non-persistent buffers, as in :class:`~pyg_sphere.nn.DeepSphere`, whose configuration and
+    The graphs are built once from :func:`pyg_sphere.healpix_hierarchy` and kept outside the
+    state dict, as in :class:`~pyg_sphere.nn.DeepSphere`, whose configuration and
     checkpoint helpers (:attr:`config`, :meth:`from_config`, :meth:`load_checkpoint_state`,
     :meth:`check_data`) this model shares.
 
@@ -38,7 +38,7 @@ class SphericalUNet(_SphereModel):
         channels (sequence of int): Features of each level, finest first; at least two.
             (default: :obj:`(16, 32, 64)`)
         K (int): Chebyshev coefficients per filter. (default: :obj:`5`)
-        k (int): Neighbours per pixel of the graphs. (default: :obj:`8`)
+        num_neighbors (int): Neighbours per pixel of the graphs. (default: :obj:`8`)
         pool (str): :obj:`'max'` or :obj:`'mean'` pooling. (default: :obj:`'max'`)
         batch_norm (bool): Batch normalization after each convolution. (default: :obj:`True`)
         dropout (float): Dropout probability at the coarsest level. (default: :obj:`0.0`)
@@ -60,21 +60,22 @@ class SphericalUNet(_SphereModel):
 
     def __init__(self, in_channels: int, out_channels: int, nside: int, *,
                  pixels: PixelsLike = None, channels: Sequence[int] = (16, 32, 64),
-                 K: int = 5, k: int = 8, pool: str = 'max', batch_norm: bool = True,
-                 dropout: float = 0.0):
+                 K: int = 5, num_neighbors: int = 8, pool: str = 'max',
+                 batch_norm: bool = True, dropout: float = 0.0):
         super().__init__()
-        self.in_channels = _check_int('in_channels', in_channels)
-        self.out_channels = _check_int('out_channels', out_channels)
-        channels = _check_channels(channels, 2)
-        if pool not in ('max', 'mean'):
-            raise ValueError(f"pool must be 'max' or 'mean', got {pool!r}")
+        self.in_channels = check_int('in_channels', in_channels, 1)
+        self.out_channels = check_int('out_channels', out_channels, 1)
+        channels = check_channels(channels, 2)
+        check_int('K', K, 1)
+        check_choice('pool', pool, ('max', 'mean'))
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         levels = len(channels) - 1
-        pixels = self._build_hierarchy(nside, levels, pixels, k,
+        pixels = self._build_hierarchy(nside, levels, pixels, num_neighbors,
                                        f"len(channels) - 1 = {levels}")
         self._config = dict(in_channels=in_channels, out_channels=out_channels,
-                            nside=self.nside, pixels=pixels, channels=channels, K=K, k=k,
+                            nside=self.nside, pixels=pixels, channels=channels, K=K,
+                            num_neighbors=num_neighbors,
                             pool=pool, batch_norm=bool(batch_norm),
                             dropout=float(dropout))
         self.channels = channels
@@ -92,7 +93,7 @@ class SphericalUNet(_SphereModel):
             block(channels[level + 1] + channels[level], channels[level])
             for level in range(levels)
         ])
-        self.pool = HealpixPool(pool)
+        self.pool = HealpixPool(reduce=pool)
         self.unpool = HealpixUnpool(mode='nearest')
         self.dropout = torch.nn.Dropout(dropout)
         self.head = torch.nn.Linear(channels[0], out_channels)

@@ -47,7 +47,7 @@ def test_shapes_full_sphere_and_patch(head):
     # Graphs are buffers that follow the model but are not saved.
     assert not any(key.startswith(('edge_', 'pixels')) for key in full.state_dict())
     full = full.double()
-    assert full.edge_weight_0.dtype == torch.float64
+    assert full.graphs[0].edge_weight.dtype == torch.float64
     assert full(torch.randn(2, 768, 2, dtype=torch.float64)).dtype == torch.float64
 
 
@@ -188,8 +188,8 @@ def test_errors_on_bad_construction():
         DeepSphere(1, 2, 16, pixels=region, channels=(4, 4, 4, 4))
     closed = close_hierarchy(region, 4)
     assert DeepSphere(1, 2, 16, pixels=closed, channels=(4, 4, 4, 4)).num_nodes == 256
-    with pytest.raises(ValueError, match="k=20 neighbours cannot be found at the coarsest"):
-        DeepSphere(1, 2, 8, channels=(4, 4, 4), k=20)
+    with pytest.raises(ValueError, match="num_neighbors=20 neighbours cannot be found at the coarsest"):
+        DeepSphere(1, 2, 8, channels=(4, 4, 4), num_neighbors=20)
     with pytest.raises(ValueError, match="head must be"):
         DeepSphere(1, 2, 8, head='mlp', **SMALL)
     with pytest.raises(ValueError, match="pool must be"):

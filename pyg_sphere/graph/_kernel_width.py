@@ -1,5 +1,7 @@
 """Gaussian kernel widths of the DeepSphere v2 HEALPix graphs."""
 
+from .._validate import check_nside
+
 # Kernel widths sigma tuned by DeepSphere v2 (Defferrard et al., ICLR 2020; pygsp's
 # ``sphere-graphs`` notebooks) to make the k-NN HEALPix graph as rotation equivariant as
 # possible. Units: Euclidean distance between unit vectors.
@@ -13,17 +15,7 @@ KERNEL_WIDTHS = {
 }
 
 
-def check_nside(nside) -> int:
-    """Returns :obj:`nside` as an :obj:`int`, or raises if it is not a valid HEALPix nside."""
-    if isinstance(nside, bool) or not hasattr(nside, '__index__'):
-        raise TypeError(f"nside must be an integer power of 2, got {nside!r}")
-    nside = int(nside)
-    if nside < 1 or nside > 2**29 or nside & (nside - 1):
-        raise ValueError(f"nside must be a power of 2 between 1 and 2**29, got {nside}")
-    return nside
-
-
-def kernel_width(nside: int, k: int = 8) -> float:
+def kernel_width(nside: int, num_neighbors: int = 8) -> float:
     r"""Returns the kernel width :math:`\sigma` of the DeepSphere v2 graph.
 
     Edge weights are :math:`w_{ij} = \exp(-\ln 2 \, d_{ij}^2 / \sigma^2)`, with :math:`d_{ij}`
@@ -33,21 +25,21 @@ def kernel_width(nside: int, k: int = 8) -> float:
 
     Args:
         nside (int): HEALPix resolution (a power of 2).
-        k (int): number of nearest neighbours (8, 20, 40 or 60).
+        num_neighbors (int): number of nearest neighbours (8, 20, 40 or 60).
 
     Example:
         >>> from pyg_sphere import kernel_width
-        >>> kernel_width(64, k=8)
+        >>> kernel_width(64, num_neighbors=8)
         0.01228
-        >>> kernel_width(16, k=8)  # 2x the nside-32 value
+        >>> kernel_width(16, num_neighbors=8)  # 2x the nside-32 value
         0.05
     """
     nside = check_nside(nside)
-    if k not in KERNEL_WIDTHS:
-        raise ValueError(f"No tuned kernel width for k={k}: the table covers k in "
-                         f"{sorted(KERNEL_WIDTHS)}. Pass kernel_width=<sigma> explicitly "
-                         f"to use another k.")
-    table = KERNEL_WIDTHS[k]
+    if num_neighbors not in KERNEL_WIDTHS:
+        raise ValueError(f"No tuned kernel width for num_neighbors={num_neighbors}: the table "
+                         f"covers {sorted(KERNEL_WIDTHS)}. Pass kernel_width=<sigma> explicitly "
+                         f"to use another number of neighbours.")
+    table = KERNEL_WIDTHS[num_neighbors]
     if nside in table:
         return table[nside]
     if nside < 32:

@@ -3,9 +3,7 @@ import copy
 import hashlib
 import math
 import os
-import tempfile
-from collections import OrderedDict
-from typing import Optional, Union
+from typing import Optional
 
 import healpy as hp
 import numpy as np
@@ -13,51 +11,18 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from .kernel_width import check_nside
-from .kernel_width import kernel_width as default_kernel_width
+from .. import cache
+from .._io import atomic_open
+from .._validate import PixelsLike, as_pixels, check_int, check_nside
+from ._kernel_width import kernel_width as default_kernel_width
 from .knn import MAX_K, healpix_knn, parallel_map
 from .laplacian import estimate_lambda_max
 
-PixelsLike = Union[None, Tensor, np.ndarray, list, tuple]
+# Bump when the construction changes, to invalidate on-disk caches.
+_FORMAT_VERSION = 2
 
-_MEMO: 'OrderedDict[tuple, Data]' = OrderedDict()
-_MEMO_SIZE = 16
-_FORMAT_VERSION = 1  # bump when the construction changes, to invalidate on-disk caches
-
-
-def as_pixels(nside: int, pixels: PixelsLike, *, name: str = 'pixels') -> Optional[np.ndarray]:
-    """Validates a pixel set and returns it as sorted int64 ids (:obj:`None`: whole sphere).
-
-    Accepts HEALPix ids (any integer array or tensor) or a boolean mask of length
-    :math:`12 n_\\mathrm{side}^2`.
-    """
-    if pixels is None:
-        return None
-    npix = 12 * nside**2
-    if isinstance(pixels, Tensor):
-        pixels = pixels.detach().cpu().numpy()
-    arr = np.asarray(pixels)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {tuple(arr.shape)}")
-    if arr.dtype == np.bool_:
-        if arr.shape[0] != npix:
-            raise ValueError(f"A boolean mask for {name} must have 12 * nside**2 = {npix} "
-                             f"entries at nside={nside}, got {arr.shape[0]}")
-        arr = np.flatnonzero(arr)
-    elif arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer HEALPix ids or be a boolean mask, "
-                        f"got dtype {arr.dtype}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty: a graph needs at least one pixel")
-    arr = np.sort(arr.astype(np.int64))
-    if arr[0] < 0 or arr[-1] >= npix:
-        bad = arr[0] if arr[0] < 0 else arr[-1]
-        raise ValueError(f"{name} holds pixel id {bad}, outside [0, {npix}) at nside={nside}")
-    dup = arr[1:] == arr[:-1]
-    if dup.any():
-        raise ValueError(f"{name} holds duplicated pixel ids (e.g. {arr[1:][dup][:5].tolist()}); "
-                         f"pass each pixel once, e.g. np.unique(pixels)")
-    return None if arr.shape[0] == npix else arr
+# Graphs by their arguments (bounded by bytes; see pyg_sphere.cache).
+_GRAPHS = cache.memo("graph", cache.DEFAULT_LARGE_LIMIT)
 
 
 def _v1_mean_d2(nside: int) -> float:
@@ -183,7 +148,7 @@ def _build(nside, pixels, k, nest, sigma, variant):
     return Data(edge_index=edge_index, edge_weight=edge_weight,
                 pos=torch.from_numpy(pos.astype(np.float32)),
                 pixels=torch.from_numpy(node_pix.astype(np.int64)), nside=nside, nest=nest,
-                k=k, kernel_width=float(sigma), variant=variant, num_nodes=n)
+                num_neighbors=k, kernel_width=float(sigma), variant=variant, num_nodes=n)
 
 
 def _cache_path(cache_dir, key, pixels):
@@ -201,25 +166,18 @@ def _load(path):
 
 
 def _save(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(data.to_dict(), f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        torch.save(data.to_dict(), f)
 
 
-def healpix_graph(nside: int, pixels: PixelsLike = None, *, k: int = 8, nest: bool = True,
+def healpix_graph(nside: int, pixels: PixelsLike = None, *, num_neighbors: int = 8, nest: bool = True,
                   kernel_width: Optional[float] = None, variant: str = 'v2',
                   lambda_max: bool = True, cache_dir: Optional[str] = None) -> Data:
     r"""Builds the DeepSphere graph of a HEALPix sphere, or of a region of it.
 
     Nodes are the pixels (all :math:`12 n_\mathrm{side}^2`, or only :obj:`pixels`) in ascending
     pixel id. With :obj:`variant='v2'` (default, DeepSphere v2), each pixel is linked to the
-    :obj:`k` nearest pixel centres (Euclidean distance :math:`d` between unit vectors), the
+    :obj:`num_neighbors` nearest pixel centres (Euclidean distance :math:`d` between unit vectors), the
     graph is symmetrised by union and weighted by :math:`w = \exp(-\ln 2 \, d^2/\sigma^2)`, with
     :math:`\sigma` from :func:`~pyg_sphere.kernel_width` (tuned for rotation equivariance)
     unless :obj:`kernel_width` is given. :obj:`variant='v1'` reproduces DeepSphere v1: healpy's
@@ -230,16 +188,17 @@ def healpix_graph(nside: int, pixels: PixelsLike = None, *, k: int = 8, nest: bo
     a border pixel keeps its inside neighbours and loses the others, so a filter acts inside a
     region exactly as on the full sphere. It is built without building the full sphere.
 
-    Graphs are memoised: building the same graph again in a process returns a shallow copy
-    sharing the tensors (do not modify them in place). With :obj:`cache_dir`, graphs are also
-    stored on disk and reused across runs.
+    Graphs are memoised in the ``'graph'`` cache of :mod:`pyg_sphere.cache` (bounded by
+    memory): building the same graph again in a process returns a shallow copy sharing the
+    tensors (do not modify them in place). With :obj:`cache_dir`, graphs are also stored on
+    disk and reused across runs.
 
     Args:
         nside (int): HEALPix resolution, a power of 2.
         pixels (array or torch.Tensor, optional): HEALPix ids of the region's pixels in the
             ordering given by :obj:`nest`, or a boolean mask of length
             :math:`12 n_\mathrm{side}^2`. (default: :obj:`None`, the whole sphere)
-        k (int): Number of nearest neighbours (v2). The kernel width table covers
+        num_neighbors (int): Number of nearest neighbours (v2). The kernel width table covers
             8, 20, 40 and 60; other values up to 60 need :obj:`kernel_width`. (default: 8)
         nest (bool): Whether pixel ids use the nested ordering (else ring). (default: True)
         kernel_width (float, optional): Overrides :math:`\sigma` (v2 only).
@@ -253,7 +212,7 @@ def healpix_graph(nside: int, pixels: PixelsLike = None, *, k: int = 8, nest: bo
         :class:`torch_geometric.data.Data` with :obj:`edge_index` :math:`[2, E]` (symmetric,
         coalesced, no self loops), :obj:`edge_weight` :math:`[E]` (float32), :obj:`pos`
         :math:`[N, 3]` (unit vectors of the pixel centres), :obj:`pixels` :math:`[N]` (the
-        HEALPix id of every node), :obj:`nside`, :obj:`nest`, :obj:`k`, :obj:`kernel_width`,
+        HEALPix id of every node), :obj:`nside`, :obj:`nest`, :obj:`num_neighbors`, :obj:`kernel_width`,
         :obj:`variant`, :obj:`num_nodes` and :obj:`lambda_max`.
 
     Example:
@@ -266,48 +225,59 @@ def healpix_graph(nside: int, pixels: PixelsLike = None, *, k: int = 8, nest: bo
         [0, 1, 2, 3]
     """
     nside = check_nside(nside)
-    if variant not in ('v1', 'v2'):
+    if variant not in ("v1", "v2"):
         raise ValueError(f"variant must be 'v1' or 'v2', got {variant!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an integer, got {k!r}")
-    k = int(k)
-    if variant == 'v1':
+    k = check_int("num_neighbors", num_neighbors)
+    if variant == "v1":
         if k != 8:
-            raise ValueError(f"The v1 graph uses healpy's 8 neighbours; got k={k}. "
-                             f"Use variant='v2' for other k.")
+            raise ValueError(
+                f"The v1 graph uses healpy's 8 neighbours; got num_neighbors={k}. "
+                f"Use variant='v2' for other values."
+            )
         if kernel_width is not None:
-            raise ValueError("The v1 graph sets its kernel width from the mean edge length; "
-                             "kernel_width applies to variant='v2' only")
+            raise ValueError(
+                "The v1 graph sets its kernel width from the mean edge length; "
+                "kernel_width applies to variant='v2' only"
+            )
     elif not 1 <= k <= min(MAX_K, 12 * nside**2 - 1):
-        raise ValueError(f"Unsupported k={k}: k must be between 1 and "
-                         f"{min(MAX_K, 12 * nside**2 - 1)} at nside={nside}")
+        raise ValueError(
+            f"Unsupported num_neighbors={k}: it must be between 1 and "
+            f"{min(MAX_K, 12 * nside**2 - 1)} at nside={nside}"
+        )
     pixels = as_pixels(nside, pixels)
     sigma = None
-    if variant == 'v2':
-        sigma = float(kernel_width) if kernel_width is not None else default_kernel_width(
-            nside, k)
+    if variant == "v2":
+        sigma = (
+            float(kernel_width) if kernel_width is not None else default_kernel_width(nside, k)
+        )
         if not sigma > 0:
             raise ValueError(f"kernel_width must be positive, got {kernel_width}")
 
-    key = (_FORMAT_VERSION, nside, k, bool(nest), sigma, variant,
-           None if pixels is None else hashlib.blake2b(pixels.tobytes()).hexdigest())
-    data = _MEMO.get(key)
+    key = (
+        _FORMAT_VERSION,
+        nside,
+        k,
+        bool(nest),
+        sigma,
+        variant,
+        None if pixels is None else hashlib.blake2b(pixels.tobytes()).hexdigest(),
+    )
     path = None if cache_dir is None else _cache_path(cache_dir, key, pixels)
+    data = _GRAPHS.peek(key)
     if data is None and path is not None and os.path.exists(path):
         data = _load(path)
     if data is None:
         data = _build(nside, pixels, k, bool(nest), sigma, variant)
-        if lambda_max:
-            data.lambda_max = estimate_lambda_max(data.edge_index, data.edge_weight,
-                                                  data.num_nodes)
-        if path is not None:
+        if path is not None and not lambda_max:
             _save(path, data)
-    elif lambda_max and 'lambda_max' not in data:
+    if lambda_max and "lambda_max" not in data:
+        # A copy: a graph that is already cached (or shared) without lambda_max is not changed.
+        data = copy.copy(data)
         data.lambda_max = estimate_lambda_max(data.edge_index, data.edge_weight, data.num_nodes)
         if path is not None:
             _save(path, data)
-    _MEMO[key] = data
-    _MEMO.move_to_end(key)
-    while len(_MEMO) > _MEMO_SIZE:
-        _MEMO.popitem(last=False)
-    return copy.copy(data)
+    _GRAPHS.put(key, data)
+    data = copy.copy(data)
+    if not lambda_max and "lambda_max" in data:  # the same output whatever the cache holds
+        del data.lambda_max
+    return data

@@ -5,7 +5,14 @@ import torch
 from torch_geometric.data import Batch
 
 from pyg_sphere import close_hierarchy, healpix_graph
-from pyg_sphere.nn import HealpixPool, HealpixUnpool
+from pyg_sphere.nn import HealpixUnpool
+from pyg_sphere.nn.pool import (
+    healpix_max_pool_with_indices,
+    healpix_max_unpool,
+    healpix_pool,
+    healpix_pool_graph,
+    healpix_unpool,
+)
 
 
 @pytest.mark.parametrize('levels', [1, 2])
@@ -13,6 +20,7 @@ def test_nearest_equals_healpy_ud_grade(levels):
     nside = 4
     x = torch.randn(2, 12 * nside**2, 3, dtype=torch.float64)
     out = HealpixUnpool(levels)(x)
+    assert torch.equal(healpix_unpool(x, levels), out)
     assert out.shape == (2, 12 * (nside * 2**levels)**2, 3)
     for b in range(2):
         for f in range(3):
@@ -25,8 +33,9 @@ def test_nearest_equals_healpy_ud_grade(levels):
 def test_max_unpool_puts_values_back_at_the_maxima(levels):
     graph = healpix_graph(8)
     x = torch.randn(2, graph.num_nodes, 3)
-    pooled, coarse, indices = HealpixPool('max', levels)(x, graph, return_indices=True)
+    pooled, indices = healpix_max_pool_with_indices(x, levels, graph=graph)
     out = HealpixUnpool(levels, mode='max')(pooled, indices)
+    assert torch.equal(healpix_max_unpool(pooled, indices, levels), out)
     # Numpy oracle: keep each group's maximum where it was, zero the rest.
     groups = x.numpy().reshape(2, -1, 4**levels, 3)
     keep = groups == groups.max(2, keepdims=True)
@@ -38,7 +47,8 @@ def test_unpool_inverts_pool_on_a_batch():
     batch = Batch.from_data_list(graphs)
     # Constant over each group of siblings: mean pooling then nearest unpooling is identity.
     x = torch.randn(batch.num_nodes // 4, 2).repeat_interleave(4, dim=0)
-    pooled, coarse = HealpixPool('mean')(x, batch)
+    pooled = healpix_pool(x, reduce='mean', graph=batch)
+    coarse = healpix_pool_graph(batch)
     torch.testing.assert_close(HealpixUnpool()(pooled), x)
     assert coarse.num_nodes * 4 == batch.num_nodes
 
@@ -54,7 +64,7 @@ def test_gradient_of_max_unpool():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match='return_indices'):
+    with pytest.raises(ValueError, match='healpix_max_pool_with_indices'):
         HealpixUnpool(mode='max')(torch.randn(4, 1))
     with pytest.raises(ValueError, match='shape'):
         HealpixUnpool(mode='max')(torch.randn(4, 1), torch.zeros(3, 1, dtype=torch.long))

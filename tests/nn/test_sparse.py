@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import pyg_sphere
+from pyg_sphere import cache
 from pyg_sphere.nn import SphericalChebConv, _sparse
 
 
@@ -26,13 +27,13 @@ def make_conv(**kwargs):
 
 
 def test_operator_is_built_once_per_graph(graph):
-    _sparse.clear_cache()
+    cache.clear()
     conv, other = make_conv(), SphericalChebConv(2, 5, K=3)
     x = torch.randn(graph.num_nodes, 2)
     for _ in range(3):
         conv(x, graph.edge_index, graph.edge_weight)
         other(x, graph.edge_index, graph.edge_weight)  # layers share the operator
-    assert len(_sparse.OPERATOR_CACHE) == 1
+    assert cache.info()['operator'].entries == 1
 
 
 def test_in_place_change_of_edge_weight(graph):
@@ -77,7 +78,7 @@ def test_new_graphs_in_recycled_memory(graph):
 
 def test_other_graph_dtype_and_lambda_max(graph):
     conv = make_conv()
-    other = pyg_sphere.healpix_graph(4, k=20)
+    other = pyg_sphere.healpix_graph(4, num_neighbors=20)
     x = torch.randn(graph.num_nodes, 2)
     for g in (graph, other, graph):
         torch.testing.assert_close(conv(x, g.edge_index, g.edge_weight),
@@ -106,32 +107,43 @@ def test_normalizations_do_not_share(graph):
                                    reference(conv, x, graph.edge_index, graph.edge_weight))
 
 
-def test_cache_is_bounded(graph):
+def test_cache_is_bounded_by_memory(graph):
     conv = make_conv(lambda_max=2.0)
     x = torch.randn(graph.num_nodes, 2)
-    alive = [graph.edge_weight.clone() for _ in range(2 * _sparse.OPERATOR_CACHE.maxsize)]
-    for edge_weight in alive:
-        conv(x, graph.edge_index, edge_weight)
-    assert len(_sparse.OPERATOR_CACHE) == _sparse.OPERATOR_CACHE.maxsize
-    _sparse.clear_cache()
-    assert len(_sparse.OPERATOR_CACHE) == 0
+    cache.clear()
+    alive = [graph.edge_weight.clone() for _ in range(10)]
+    conv(x, graph.edge_index, alive[0])
+    one = cache.info()['operator'].size
+    cache.set_limit('operator', 3 * one)
+    try:
+        for edge_weight in alive:
+            conv(x, graph.edge_index, edge_weight)
+        info = cache.info()['operator']
+        assert info.entries == 3 and info.size <= info.limit
+        assert info.misses == 10 and info.hits == 1  # alive[0] again: still cached then
+        cache.set_limit('operator', 0)  # keeps only the latest entry
+        assert cache.info()['operator'].entries == 1
+        cache.clear()
+        assert cache.info()['operator'].entries == 0
+    finally:
+        cache.set_limit('operator', cache.DEFAULT_LARGE_LIMIT)
 
 
 def test_freed_graphs_leave_the_cache(graph):
     # A DataLoader brings new graph tensors at every batch: once a batch is gone, its
     # operator must not keep it (and the memory of its edges) alive.
-    _sparse.clear_cache()
+    cache.clear()
     conv = make_conv(lambda_max=2.0)
     x = torch.randn(graph.num_nodes, 2)
     edge_weight = graph.edge_weight.clone()
     conv(x, graph.edge_index, edge_weight)
-    assert len(_sparse.OPERATOR_CACHE) == 1 and len(_sparse.NODE_CACHE) == 1
+    assert cache.info()['operator'].entries == 1 and cache.info()['node_count'].entries == 1
     del edge_weight
-    assert len(_sparse.OPERATOR_CACHE) == 0
+    assert cache.info()['operator'].entries == 0
     edge_index = graph.edge_index.clone()
     conv(x, edge_index, graph.edge_weight)
     del edge_index
-    assert len(_sparse.OPERATOR_CACHE) == 0 and len(_sparse.NODE_CACHE) == 1
+    assert cache.info()['operator'].entries == 0 and cache.info()['node_count'].entries == 1
 
 
 @pytest.mark.parametrize('channels', [2, 40])  # both CPU product kernels (narrow and wide x)
