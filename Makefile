@@ -6,8 +6,11 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 EXTRAS ?= test,cosmo,baselines,plot,docs
 PY := $(VENV)/bin/python
+# The oldest torch-geometric that pyproject.toml admits, tested in a venv of its own.
+PYG_OLDEST ?= 2.5.3
+VENV_OLDEST ?= .venv-pyg-oldest
 
-.PHONY: install demo test docs bench clean
+.PHONY: install demo test test-slow test-pyg-oldest lint format docs bench clean
 
 install: $(VENV)/.installed
 
@@ -18,10 +21,31 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(PY) -m pyg_sphere.demo
+	$(PY) -m pyg_sphere.apps.demo
 
+# Fast tests (slow ones are deselected in pyproject.toml), doctests included.
 test: install
 	$(PY) -m pytest -q
+
+# Only the heavier tests: larger graphs, full example runs.
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+# The whole fast suite against the oldest supported torch-geometric.
+test-pyg-oldest:
+	$(PYTHON) -m venv $(VENV_OLDEST)
+	$(VENV_OLDEST)/bin/python -m pip install --quiet $(TORCH)
+	$(VENV_OLDEST)/bin/python -m pip install --quiet -e ".[test,baselines,plot]" "torch-geometric==$(PYG_OLDEST)"
+	$(VENV_OLDEST)/bin/python -c "import torch_geometric as g; assert g.__version__ == '$(PYG_OLDEST)', g.__version__"
+	$(VENV_OLDEST)/bin/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 docs: install
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
@@ -31,4 +55,4 @@ bench: install
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VENV_OLDEST) build *.egg-info

@@ -18,6 +18,7 @@ interleaved within each repeat; medians.
     python benchmarks/bench_bandwidth.py [--nsides 64 256] [--columns 1 32 256] [--repeats 5]
         [--kernels 1 4 16 32 64 128] [--threads 1]
 """
+
 import argparse
 import os
 import platform
@@ -44,33 +45,51 @@ def nbytes(t):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--nsides', type=int, nargs='+', default=[64, 256])
-    parser.add_argument('--columns', type=int, nargs='+', default=[1, 32, 256])
-    parser.add_argument('--threads', type=int, nargs='+', default=[torch.get_num_threads()])
-    parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--kernels', type=int, nargs='*', default=[],
-                        help="also compare the two CPU kernels at these column counts")
+    parser.add_argument("--nsides", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--columns", type=int, nargs="+", default=[1, 32, 256])
+    parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--kernels",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also compare the two CPU kernels at these column counts",
+    )
     args = parser.parse_args()
-    print(f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; load "
-          f"average {' '.join(f'{v:.1f}' for v in os.getloadavg())}; medians of "
-          f"{args.repeats} interleaved repeats")
+    print(
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; load "
+        f"average {' '.join(f'{v:.1f}' for v in os.getloadavg())}; medians of "
+        f"{args.repeats} interleaved repeats"
+    )
 
     src = torch.rand(COPY_BYTES // 4)
     dst = torch.empty_like(src)
     ops = {}
     for nside in args.nsides:
         g = pyg_sphere.healpix_graph(nside)
-        op = _sparse.cheb_operator(g.edge_index, g.edge_weight, g.num_nodes, 'sym',
-                                   (g.lambda_max, ), torch.float32, torch.device('cpu'))
+        op = _sparse.cheb_operator(
+            g.edge_index,
+            g.edge_weight,
+            g.num_nodes,
+            "sym",
+            (g.lambda_max,),
+            torch.float32,
+            torch.device("cpu"),
+        )
         m = op.matrix
         matrix_bytes = nbytes(m.values()) + nbytes(m.col_indices()) + nbytes(m.crow_indices())
         ops[nside] = (m, matrix_bytes)
-        print(f"nside {nside}: N={g.num_nodes}, nnz={m.values().numel()} "
-              f"({m.values().numel() / g.num_nodes:.1f}/row), values {m.values().dtype}, "
-              f"indices {m.col_indices().dtype}; matrix {matrix_bytes / 2**20:.1f} MiB")
+        print(
+            f"nside {nside}: N={g.num_nodes}, nnz={m.values().numel()} "
+            f"({m.values().numel() / g.num_nodes:.1f}/row), values {m.values().dtype}, "
+            f"indices {m.col_indices().dtype}; matrix {matrix_bytes / 2**20:.1f} MiB"
+        )
 
-    print(f"{'threads':>7} {'nside':>5} {'C':>4} {'MiB moved':>9} {'spmm ms':>9} "
-          f"{'spmm GB/s':>9} {'copy GB/s':>9} {'% of copy':>9}")
+    print(
+        f"{'threads':>7} {'nside':>5} {'C':>4} {'MiB moved':>9} {'spmm ms':>9} "
+        f"{'spmm GB/s':>9} {'copy GB/s':>9} {'% of copy':>9}"
+    )
     for threads in args.threads:
         torch.set_num_threads(threads)
         for nside, (m, matrix_bytes) in ops.items():
@@ -86,9 +105,11 @@ def main():
                     t_copy.append(seconds(lambda: dst.copy_(src)))
                 mm, cp = statistics.median(t_mm), statistics.median(t_copy)
                 bw_mm, bw_copy = moved / mm / 1e9, 2 * COPY_BYTES / cp / 1e9
-                print(f"{threads:>7} {nside:>5} {c:>4} {moved / 2**20:>9.1f} {mm * 1e3:>9.2f} "
-                      f"{bw_mm:>9.2f} {bw_copy:>9.2f} {100 * bw_mm / bw_copy:>8.0f}%",
-                      flush=True)
+                print(
+                    f"{threads:>7} {nside:>5} {c:>4} {moved / 2**20:>9.1f} {mm * 1e3:>9.2f} "
+                    f"{bw_mm:>9.2f} {bw_copy:>9.2f} {100 * bw_mm / bw_copy:>8.0f}%",
+                    flush=True,
+                )
     if args.kernels:
         compare_kernels(ops, args)
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
@@ -104,12 +125,11 @@ def compare_kernels(ops, args):
             x = torch.rand(m.size(0), c)
             t_sum, t_gen = [], []
             for _ in range(args.repeats):
-                t_sum.append(seconds(lambda: torch.sparse.mm(m, x, 'sum')))
+                t_sum.append(seconds(lambda: torch.sparse.mm(m, x, "sum")))
                 t_gen.append(seconds(lambda: torch.sparse.mm(m, x)))
             a, b = statistics.median(t_sum), statistics.median(t_gen)
-            print(f"{nside:>5} {c:>4} {a * 1e3:>9.2f} {b * 1e3:>10.2f} {a / b:>11.2f}",
-                  flush=True)
+            print(f"{nside:>5} {c:>4} {a * 1e3:>9.2f} {b * 1e3:>10.2f} {a / b:>11.2f}", flush=True)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

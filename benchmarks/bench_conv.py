@@ -22,6 +22,7 @@ table gives medians (ms) and the ratio ChebConv / SphericalChebConv.
 
     python benchmarks/bench_conv.py [--nsides 64 256] [--repeats 3] [--cheb-maps C]
 """
+
 import argparse
 import os
 import platform
@@ -38,11 +39,11 @@ B, F_IN, F_OUT, K = 8, 32, 32, 5
 
 
 def mem_available_gb():
-    with open('/proc/meminfo') as f:
+    with open("/proc/meminfo") as f:
         for line in f:
-            if line.startswith('MemAvailable'):
+            if line.startswith("MemAvailable"):
                 return int(line.split()[1]) / 2**20
-    return float('inf')
+    return float("inf")
 
 
 def disjoint_union(graph, copies):
@@ -73,23 +74,32 @@ def timed(fn, backward):
 def maps_per_call(message_gb_per_map):
     """Largest divisor of B whose ChebConv call needs under 40% of the available memory."""
     budget = 0.4 * mem_available_gb()
-    return max([c for c in range(1, B + 1) if B % c == 0
-                and 3 * c * message_gb_per_map < budget] or [0])
+    return max(
+        [c for c in range(1, B + 1) if B % c == 0 and 3 * c * message_gb_per_map < budget] or [0]
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--nsides', type=int, nargs='+', default=[64, 256])
-    parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--cheb-maps', type=int, default=0,
-                        help='maps per ChebConv call (a divisor of 8; default: what fits)')
+    parser.add_argument("--nsides", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--cheb-maps",
+        type=int,
+        default=0,
+        help="maps per ChebConv call (a divisor of 8; default: what fits)",
+    )
     args = parser.parse_args()
-    print(f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads); load average "
-          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}; "
-          f"medians of {args.repeats} interleaved repeats after a warm-up call")
-    print(f"{'nside':>5} {'layout':<22} {'pass':<8} {'SphericalChebConv ms':>20} "
-          f"{'ChebConv ms':>12} {'speed-up':>8}")
+    print(
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); load average "
+        f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}; "
+        f"medians of {args.repeats} interleaved repeats after a warm-up call"
+    )
+    print(
+        f"{'nside':>5} {'layout':<22} {'pass':<8} {'SphericalChebConv ms':>20} "
+        f"{'ChebConv ms':>12} {'speed-up':>8}"
+    )
     for nside in args.nsides:
         graph = pyg_sphere.healpix_graph(nside)
         n, lam = graph.num_nodes, graph.lambda_max
@@ -106,48 +116,74 @@ def main():
         chunk_graph = disjoint_union(graph, chunk) if chunk else None
 
         def cheb_shared(backward):
-            return torch.cat([run(lambda: cheb(x_shared[i:i + chunk], graph.edge_index,
-                                               graph.edge_weight, lambda_max=lam), backward)
-                              for i in range(0, B, chunk)])
+            return torch.cat(
+                [
+                    run(
+                        lambda: cheb(
+                            x_shared[i : i + chunk],
+                            graph.edge_index,
+                            graph.edge_weight,
+                            lambda_max=lam,
+                        ),
+                        backward,
+                    )
+                    for i in range(0, B, chunk)
+                ]
+            )
 
         def cheb_disjoint(backward):
             ei_c, ew_c, batch_c = chunk_graph if chunk < B else (ei, ew, batch)
-            return torch.cat([run(lambda: cheb(x_flat[i * n:(i + chunk) * n], ei_c, ew_c,
-                                               batch_c, lambda_max=lam), backward)
-                              for i in range(0, B, chunk)])
+            return torch.cat(
+                [
+                    run(
+                        lambda: cheb(
+                            x_flat[i * n : (i + chunk) * n], ei_c, ew_c, batch_c, lambda_max=lam
+                        ),
+                        backward,
+                    )
+                    for i in range(0, B, chunk)
+                ]
+            )
 
         fresh = {}
 
         def refresh():
             # The old clones are freed here, and the caches drop their entries with them.
-            fresh['ei'], fresh['ew'] = ei.clone(), ew.clone()
+            fresh["ei"], fresh["ew"] = ei.clone(), ew.clone()
 
         layouts = {
-            '(a) shared': {
-                'SphericalChebConv': lambda bw: run(lambda: conv(
-                    x_shared, graph.edge_index, graph.edge_weight, lambda_max=lam), bw),
-                'ChebConv': cheb_shared},
-            '(b) disjoint': {
-                'cached': lambda bw: run(lambda: conv(x_flat, ei, ew, batch, lambda_max=lam),
-                                         bw),
-                'fresh': lambda bw: run(lambda: conv(x_flat, fresh['ei'], fresh['ew'], batch,
-                                                     lambda_max=lam), bw),
-                'ChebConv': cheb_disjoint},
+            "(a) shared": {
+                "SphericalChebConv": lambda bw: run(
+                    lambda: conv(x_shared, graph.edge_index, graph.edge_weight, lambda_max=lam), bw
+                ),
+                "ChebConv": cheb_shared,
+            },
+            "(b) disjoint": {
+                "cached": lambda bw: run(lambda: conv(x_flat, ei, ew, batch, lambda_max=lam), bw),
+                "fresh": lambda bw: run(
+                    lambda: conv(x_flat, fresh["ei"], fresh["ew"], batch, lambda_max=lam), bw
+                ),
+                "ChebConv": cheb_disjoint,
+            },
         }
         if not chunk:
-            print(f"  nside {nside}: ChebConv skipped, one map needs more than 40% of the "
-                  f"{mem_available_gb():.0f} GB available")
+            print(
+                f"  nside {nside}: ChebConv skipped, one map needs more than 40% of the "
+                f"{mem_available_gb():.0f} GB available"
+            )
         elif chunk < B:
-            print(f"  nside {nside}: ChebConv run on {B // chunk} chunks of {chunk} maps "
-                  f"({mem_available_gb():.0f} GB available)")
+            print(
+                f"  nside {nside}: ChebConv run on {B // chunk} chunks of {chunk} maps "
+                f"({mem_available_gb():.0f} GB available)"
+            )
         for layout, methods in layouts.items():
             if not chunk:
-                methods.pop('ChebConv', None)
+                methods.pop("ChebConv", None)
             refresh()
             with torch.no_grad():  # warm-up, checks
                 outs = {name: fn(False) for name, fn in methods.items()}
-            if 'ChebConv' in outs:
-                ref = outs.pop('ChebConv')
+            if "ChebConv" in outs:
+                ref = outs.pop("ChebConv")
                 for out in outs.values():
                     err = float((out - ref).abs().max() / ref.abs().max())
                     assert err < 1e-4, f"outputs differ ({err:.1e})"
@@ -156,27 +192,29 @@ def main():
                 times = {name: [] for name in methods}
                 for _ in range(args.repeats):
                     for name, fn in methods.items():
-                        if name == 'fresh':
+                        if name == "fresh":
                             refresh()
                         x_shared.grad = x_flat.grad = None
                         conv.zero_grad(set_to_none=True)
                         cheb.zero_grad(set_to_none=True)
                         times[name].append(timed(fn, backward))
-                ref = statistics.median(times['ChebConv']) * 1e3 if 'ChebConv' in times \
-                    else None
+                ref = statistics.median(times["ChebConv"]) * 1e3 if "ChebConv" in times else None
                 for name in methods:
-                    if name == 'ChebConv':
+                    if name == "ChebConv":
                         continue
                     ours = statistics.median(times[name]) * 1e3
                     if ref is not None:
                         ref_s, ratio = f"{ref:12.1f}", f"{ref / ours:7.1f}x"
                     else:
                         ref_s, ratio = f"{'-':>12}", f"{'-':>8}"
-                    label = layout if name == 'SphericalChebConv' else f"{layout} {name}"
-                    print(f"{nside:>5} {label:<22} {'fwd+bwd' if backward else 'fwd':<8} "
-                          f"{ours:>20.1f} {ref_s} {ratio}", flush=True)
+                    label = layout if name == "SphericalChebConv" else f"{layout} {name}"
+                    print(
+                        f"{nside:>5} {label:<22} {'fwd+bwd' if backward else 'fwd':<8} "
+                        f"{ours:>20.1f} {ref_s} {ratio}",
+                        flush=True,
+                    )
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

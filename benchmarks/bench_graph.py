@@ -6,17 +6,15 @@ Gaussian weights. Each measurement runs in a fresh process, to read its peak mem
 
     python benchmarks/bench_graph.py [--nsides 64 128 256 512 1024] [--ks 8 20] [--repeats 3]
 """
+
 import argparse
 import json
-import math
 import platform
-import resource
 import statistics
 import subprocess
 import sys
-import time
 
-CHILD = r'''
+CHILD = r"""
 import json, math, resource, sys, time
 import healpy as hp, numpy as np, scipy.sparse as sp, torch
 from scipy.spatial import cKDTree
@@ -47,40 +45,53 @@ seconds = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps(dict(seconds=seconds, peak_gb=peak / 2**20, extra_gb=(peak - base) / 2**20,
                       num_edges=num_edges)))
-'''
+"""
 
 
 def measure(method, nside, k):
-    out = subprocess.run([sys.executable, '-c', CHILD, method, str(nside), str(k)],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, method, str(nside), str(k)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--nsides', type=int, nargs='+', default=[64, 128, 256, 512, 1024])
-    parser.add_argument('--ks', type=int, nargs='+', default=[8, 20])
-    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument("--nsides", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
+    parser.add_argument("--ks", type=int, nargs="+", default=[8, 20])
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     # Edge counts may differ by a few edges: exactly tied k-th neighbours go either way.
-    print(f"machine: {platform.machine()}, {platform.python_version()}, "
-          f"{__import__('os').cpu_count()} cores; median of {args.repeats} runs, peak RSS")
-    print(f"{'k':>3} {'nside':>6} {'pixels':>10} {'edges':>11} {'kd-tree':>11} | {'pyg_sphere s':>12} "
-          f"{'GB':>5} | {'kd-tree s':>9} {'GB':>5} | {'speed-up':>8} {'us/pixel':>8}")
+    print(
+        f"machine: {platform.machine()}, {platform.python_version()}, "
+        f"{__import__('os').cpu_count()} cores; median of {args.repeats} runs, peak RSS"
+    )
+    print(
+        f"{'k':>3} {'nside':>6} {'pixels':>10} {'edges':>11} {'kd-tree':>11} | "
+        f"{'pyg_sphere s':>12} {'GB':>5} | {'kd-tree s':>9} {'GB':>5} | "
+        f"{'speed-up':>8} {'us/pixel':>8}"
+    )
     for k in args.ks:
         for nside in args.nsides:
-            runs = {'pyg_sphere': [], 'kdtree': []}
+            runs = {"pyg_sphere": [], "kdtree": []}
             for _ in range(args.repeats):  # interleaved, so both see the same machine load
                 for method in runs:
                     runs[method].append(measure(method, nside, k))
-            ours, ref = runs['pyg_sphere'], runs['kdtree']
-            t_ours = statistics.median(r['seconds'] for r in ours)
-            t_ref = statistics.median(r['seconds'] for r in ref)
-            print(f"{k:>3} {nside:>6} {12 * nside**2:>10} {ours[0]['num_edges']:>11} {ref[0]['num_edges']:>11} | "
-                  f"{t_ours:>12.2f} {max(r['peak_gb'] for r in ours):>5.2f} | "
-                  f"{t_ref:>9.2f} {max(r['peak_gb'] for r in ref):>5.2f} | "
-                  f"{t_ref / t_ours:>7.1f}x {1e6 * t_ours / (12 * nside**2):>8.2f}", flush=True)
+            ours, ref = runs["pyg_sphere"], runs["kdtree"]
+            t_ours = statistics.median(r["seconds"] for r in ours)
+            t_ref = statistics.median(r["seconds"] for r in ref)
+            print(
+                f"{k:>3} {nside:>6} {12 * nside**2:>10} {ours[0]['num_edges']:>11} "
+                f"{ref[0]['num_edges']:>11} | "
+                f"{t_ours:>12.2f} {max(r['peak_gb'] for r in ours):>5.2f} | "
+                f"{t_ref:>9.2f} {max(r['peak_gb'] for r in ref):>5.2f} | "
+                f"{t_ref / t_ours:>7.1f}x {1e6 * t_ours / (12 * nside**2):>8.2f}",
+                flush=True,
+            )
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

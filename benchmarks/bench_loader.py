@@ -21,6 +21,7 @@
 
 The maps come from ``simulate_convergence_maps`` (lognormal, seeded).
 """
+
 import argparse
 import os
 import platform
@@ -35,8 +36,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from pyg_sphere import healpix_graph, nested_patches
-from pyg_sphere.datasets import ConvergenceMaps
-from pyg_sphere.datasets.simulate import simulate_convergence_maps
+from pyg_sphere.datasets import ConvergenceMaps, simulate_convergence_maps
 from pyg_sphere.loader import SharedGraphLoader
 from pyg_sphere.nn import SphericalChebConv
 from pyg_sphere.transforms import AddGaussianNoise
@@ -53,8 +53,13 @@ def timed(fn, repeats):
 
 
 def simulate(root, n_maps, nside):
-    simulate_convergence_maps(root, n_per_class=max(1, n_maps // 2), nside=nside,
-                              split_fractions=(1.0, 0.0, 0.0), progress=False)
+    simulate_convergence_maps(
+        root,
+        n_per_class=max(1, n_maps // 2),
+        nside=nside,
+        split_fractions=(1.0, 0.0, 0.0),
+        progress=False,
+    )
 
 
 def throughput(root, nside, order, batch_size, repeats, pyg_maps):
@@ -63,26 +68,33 @@ def throughput(root, nside, order, batch_size, repeats, pyg_maps):
     graph = ds.graph
     graph_s = time.perf_counter() - t
     per_map = ds.num_patches
-    noisy = ConvergenceMaps(root, nside, order, log=False,
-                            transform=AddGaussianNoise(1.0, ds.map_std))
+    noisy = ConvergenceMaps(
+        root, nside, order, log=False, transform=AddGaussianNoise(1.0, ds.map_std)
+    )
     attached = ConvergenceMaps(root, nside, order, attach_graph=True, log=False)
-    attached = attached[:pyg_maps * per_map]  # the disjoint union is slow: fewer maps
-    samples = np.load(os.path.join(ds.processed_dir, 'train.npy'), mmap_mode='r')
+    attached = attached[: pyg_maps * per_map]  # the disjoint union is slow: fewer maps
+    samples = np.load(os.path.join(ds.processed_dir, "train.npy"), mmap_mode="r")
 
     def copy_bound():
         for i in range(0, len(samples), batch_size):
-            torch.from_numpy(np.array(samples[i:i + batch_size]))
+            torch.from_numpy(np.array(samples[i : i + batch_size]))
 
     def drain(loader):
         return lambda: sum(b.num_graphs for b in loader)
 
     runs = [
-        ('copy bound (memmap rows -> tensor)', copy_bound, len(ds)),
-        ('SharedGraphLoader', drain(SharedGraphLoader(ds, batch_size)), len(ds)),
-        ('SharedGraphLoader + AddGaussianNoise', drain(SharedGraphLoader(noisy, batch_size)),
-         len(ds)),
-        ('PyG DataLoader, attach_graph=True', drain(DataLoader(attached, batch_size)),
-         len(attached)),
+        ("copy bound (memmap rows -> tensor)", copy_bound, len(ds)),
+        ("SharedGraphLoader", drain(SharedGraphLoader(ds, batch_size)), len(ds)),
+        (
+            "SharedGraphLoader + AddGaussianNoise",
+            drain(SharedGraphLoader(noisy, batch_size)),
+            len(ds),
+        ),
+        (
+            "PyG DataLoader, attach_graph=True",
+            drain(DataLoader(attached, batch_size)),
+            len(attached),
+        ),
     ]
     # Context, not a loader: one 16 -> 16 channel SphericalChebConv (K = 5) forward + backward
     # over the same batches, the smallest layer of a DeepSphere network.
@@ -91,20 +103,21 @@ def throughput(root, nside, order, batch_size, repeats, pyg_maps):
 
     def one_layer():
         for _ in range(0, len(ds), batch_size):
-            conv(features, graph.edge_index, graph.edge_weight,
-                 lambda_max=graph.lambda_max).sum().backward()
+            conv(
+                features, graph.edge_index, graph.edge_weight, lambda_max=graph.lambda_max
+            ).sum().backward()
 
-    runs.append(('(context: one SphericalChebConv 16->16, K=5, fwd+bwd)', one_layer, len(ds)))
+    runs.append(("(context: one SphericalChebConv 16->16, K=5, fwd+bwd)", one_layer, len(ds)))
     rows = []
     for name, fn, n in runs:
-        seconds = timed(fn, repeats if 'PyG' not in name else max(1, repeats // 2))
+        seconds = timed(fn, repeats if "PyG" not in name else max(1, repeats // 2))
         rows.append((name, n / per_map / seconds))
     return rows, graph, graph_s, ds.patch_size
 
 
 def rss_anon_mb():
-    with open('/proc/self/status') as f:
-        return next(int(line.split()[1]) for line in f if line.startswith('RssAnon')) / 1024
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
 
 
 def processing(root, nside, order, smoothing):
@@ -119,13 +132,16 @@ def processing(root, nside, order, smoothing):
     sampler = threading.Thread(target=sample)
     sampler.start()
     t = time.perf_counter()
-    ds = ConvergenceMaps(root, nside, order, smoothing_arcmin=smoothing, force_reload=True,
-                         log=False)
+    ds = ConvergenceMaps(
+        root, nside, order, smoothing_arcmin=smoothing, force_reload=True, log=False
+    )
     seconds = (time.perf_counter() - t) / len(ds.files)
     done.set()
     sampler.join()
-    size = sum(os.path.getsize(os.path.join(ds.processed_dir, f'{s}.npy'))
-               for s in ('train', 'val', 'test'))
+    size = sum(
+        os.path.getsize(os.path.join(ds.processed_dir, f"{s}.npy"))
+        for s in ("train", "val", "test")
+    )
     return seconds, peak[0], size / 2**20
 
 
@@ -133,8 +149,10 @@ def processing_rows(root, nside, n_maps, smooth=True):
     s_plain, mem_plain, size = processing(root, nside, 1, None)
     s_smooth, mem_smooth, _ = processing(root, nside, 1, 3.0) if smooth else (0, 0, 0)
     smoothed = (f"{s_smooth:.2f}", f" / {mem_smooth:.0f}") if smooth else ("-", "")
-    print(f"| {nside} | {n_maps} | {s_plain:.2f} | {smoothed[0]} | {size:.0f} | "
-          f"{mem_plain:.0f}{smoothed[1]} |")
+    print(
+        f"| {nside} | {n_maps} | {s_plain:.2f} | {smoothed[0]} | {size:.0f} | "
+        f"{mem_plain:.0f}{smoothed[1]} |"
+    )
 
 
 def graph_spread(root, nside, order):
@@ -161,35 +179,40 @@ def graph_spread(root, nside, order):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--nside', type=int, default=256)
-    p.add_argument('--orders', type=int, nargs='+', default=[1, 2])
-    p.add_argument('--maps', type=int, default=8, help='maps in the collection')
-    p.add_argument('--batch-size', type=int, default=16, help='patches per batch')
-    p.add_argument('--repeats', type=int, default=7)
-    p.add_argument('--pyg-maps', type=int, default=2, help='maps read by the PyG DataLoader')
-    p.add_argument('--process-nside', type=int, default=1024)
-    p.add_argument('--process-maps', type=int, default=6)
-    p.add_argument('--graph-nside', type=int, default=64)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--nside", type=int, default=256)
+    p.add_argument("--orders", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--maps", type=int, default=8, help="maps in the collection")
+    p.add_argument("--batch-size", type=int, default=16, help="patches per batch")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--pyg-maps", type=int, default=2, help="maps read by the PyG DataLoader")
+    p.add_argument("--process-nside", type=int, default=1024)
+    p.add_argument("--process-maps", type=int, default=6)
+    p.add_argument("--graph-nside", type=int, default=64)
     args = p.parse_args()
     torch.set_num_threads(1)  # what a DataLoader worker runs with
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}"
+    )
 
     with tempfile.TemporaryDirectory() as root:
         simulate(root, args.maps, args.nside)
-        print(f"\n## Loader throughput, nside {args.nside}, batches of {args.batch_size} patches, "
-              f"num_workers=0 (median of {args.repeats} passes)\n")
+        print(
+            f"\n## Loader throughput, nside {args.nside}, batches of {args.batch_size} patches, "
+            f"num_workers=0 (median of {args.repeats} passes)\n"
+        )
         print("| order | N per patch | loader | maps/s | vs PyG DataLoader |")
         print("|---|---|---|---|---|")
         graphs = []
         for order in args.orders:
-            rows, graph, graph_s, n = throughput(root, args.nside, order, args.batch_size,
-                                                 args.repeats, args.pyg_maps)
+            rows, graph, graph_s, n = throughput(
+                root, args.nside, order, args.batch_size, args.repeats, args.pyg_maps
+            )
             graphs.append((order, graph, graph_s))
             pyg = rows[3][1]
             for name, rate in rows:
-                ratio = '-' if name.startswith('(') else f'{rate / pyg:.0f}x'
+                ratio = "-" if name.startswith("(") else f"{rate / pyg:.0f}x"
                 print(f"| {order} | {n} | {name} | {rate:.1f} | {ratio} |")
         print("\n| order | shared graph: nodes | edges | build s |")
         print("|---|---|---|---|")
@@ -197,8 +220,10 @@ def main():
             print(f"| {order} | {g.num_nodes} | {g.edge_index.shape[1]} | {s:.2f} |")
 
         print("\n## Processing (order 1)\n")
-        print("| nside | maps | s/map, no smoothing | s/map, 3 arcmin smoothing | output MB "
-              "| peak anonymous memory MB (no smoothing / smoothing) |")
+        print(
+            "| nside | maps | s/map, no smoothing | s/map, 3 arcmin smoothing | output MB "
+            "| peak anonymous memory MB (no smoothing / smoothing) |"
+        )
         print("|---|---|---|---|---|---|")
         processing_rows(root, args.nside, args.maps)
     for n_maps in (2, args.process_maps):
@@ -217,9 +242,11 @@ def main():
             per_position[order] = jaccard
             print(f"| {order} | {min(jaccard):.3f} | {med:.3f} | {worst:.3f} |")
         for order, jaccard in per_position.items():
-            print(f"\nEdge Jaccard with patch 0, order {order}, patches 1..:",
-                  ' '.join(f'{j:.3f}' for j in jaccard))
+            print(
+                f"\nEdge Jaccard with patch 0, order {order}, patches 1..:",
+                " ".join(f"{j:.3f}" for j in jaccard),
+            )
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -25,7 +25,8 @@ from pathlib import Path
 import healpy as hp
 import numpy as np
 
-import pyg_sphere.datasets.simulate as sim
+import pyg_sphere.datasets.lognormal_maps as sim
+from pyg_sphere import cache
 
 
 def timed(fn, *args, **kwargs):
@@ -37,7 +38,7 @@ def timed(fn, *args, **kwargs):
 def bench(nside: int, repeats: int, workdir: Path) -> dict:
     model = sim.cosmology_models()[0]
     lmax = 3 * nside - 1
-    sim._legendre_nodes.cache_clear()
+    cache.clear("legendre_nodes")
     clg, t_clg = timed(sim.lognormal_gaussian_cl, model.cl, model.shift, lmax)
     var_g = float(np.sum((2 * np.arange(lmax + 1) + 1) * clg) / (4 * np.pi))
     rows = {k: [] for k in ("alm", "alm2map", "lognormal", "write", "total", "synfast")}
@@ -73,26 +74,42 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
-    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
-          f"healpy {hp.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
+        f"healpy {hp.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
     print(f"# medians over {args.repeats} maps, seconds; lmax = 3 nside - 1; model 1")
-    cols = ("nside", "C_l^g once", "draw alm", "alm2map", "lognormal", "write FITS",
-            "per map", "synfast", "per map / synfast")
+    cols = (
+        "nside",
+        "C_l^g once",
+        "draw alm",
+        "alm2map",
+        "lognormal",
+        "write FITS",
+        "per map",
+        "synfast",
+        "per map / synfast",
+    )
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     with tempfile.TemporaryDirectory() as d:
         for nside in args.nside:
             r = bench(nside, args.repeats, Path(d))
-            print(f"| {nside} | {r['clg']:.3f} | {r['alm']:.3f} | {r['alm2map']:.3f} | "
-                  f"{r['lognormal']:.3f} | {r['write']:.3f} | {r['total']:.3f} | "
-                  f"{r['synfast']:.3f} | {r['total'] / r['synfast']:.3f} |", flush=True)
+            print(
+                f"| {nside} | {r['clg']:.3f} | {r['alm']:.3f} | {r['alm2map']:.3f} | "
+                f"{r['lognormal']:.3f} | {r['write']:.3f} | {r['total']:.3f} | "
+                f"{r['synfast']:.3f} | {r['total'] / r['synfast']:.3f} |",
+                flush=True,
+            )
         # what a user runs: two maps (one per class), including both one-off transforms
         nside = max(args.nside)
-        sim._model_gaussian_cl.cache_clear()
-        sim._legendre_nodes.cache_clear()
+        cache.clear("gaussian_cl")
+        cache.clear("legendre_nodes")
         _, t = timed(sim.simulate_convergence_maps, d, 1, nside, progress=False)
-        print(f"\nend to end: simulate_convergence_maps(out, n_per_class=1, nside={nside}) "
-              f"wrote 2 maps in {t:.1f} s")
+        print(
+            f"\nend to end: simulate_convergence_maps(out, n_per_class=1, nside={nside}) "
+            f"wrote 2 maps in {t:.1f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ should, since they lost their outside neighbours::
     python examples/masked_region.py                        # nside 32, |b| > 20 degrees
     python examples/masked_region.py --mask disc --radius 50 --nside 64 --K 4
 """
+
 import argparse
 
 import healpy as hp
@@ -29,36 +30,49 @@ import scipy.sparse as sp
 import torch
 
 from pyg_sphere import close_hierarchy, healpix_graph
-from pyg_sphere.datasets.simulate import simulate_convergence_map
+from pyg_sphere.datasets.lognormal_maps import simulate_convergence_map
 from pyg_sphere.nn import HealpixPool, SphericalChebConv
 from pyg_sphere.nn.pool import healpix_pool_graph
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--nside', type=int, default=32)
-    p.add_argument('--mask', choices=['cut', 'disc'], default='cut',
-                   help="galactic-cut style band, or a disc-shaped footprint")
-    p.add_argument('--cut', type=float, default=20.0,
-                   help="unseen below this |latitude| in degrees (--mask cut)")
-    p.add_argument('--radius', type=float, default=40.0,
-                   help="footprint radius in degrees (--mask disc)")
-    p.add_argument('--K', type=int, default=3, help="Chebyshev coefficients of each filter")
-    p.add_argument('--channels', type=int, default=8)
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument("--nside", type=int, default=32)
+    p.add_argument(
+        "--mask",
+        choices=["cut", "disc"],
+        default="cut",
+        help="galactic-cut style band, or a disc-shaped footprint",
+    )
+    p.add_argument(
+        "--cut",
+        type=float,
+        default=20.0,
+        help="unseen below this |latitude| in degrees (--mask cut)",
+    )
+    p.add_argument(
+        "--radius", type=float, default=40.0, help="footprint radius in degrees (--mask disc)"
+    )
+    p.add_argument("--K", type=int, default=3, help="Chebyshev coefficients of each filter")
+    p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
 def masked_map(args) -> np.ndarray:
     """A NESTED convergence map with hp.UNSEEN outside the observed footprint."""
     m = simulate_convergence_map(args.nside, 0, rng=args.seed, nest=True)
-    if args.mask == 'cut':
+    if args.mask == "cut":
         band = np.radians([90 - args.cut, 90 + args.cut])
         unseen = hp.query_strip(args.nside, *band, inclusive=False, nest=True)
         m[unseen] = hp.UNSEEN
     else:
-        seen = hp.query_disc(args.nside, hp.ang2vec(np.radians(40.0), np.radians(60.0)),
-                             np.radians(args.radius), nest=True)
+        seen = hp.query_disc(
+            args.nside,
+            hp.ang2vec(np.radians(40.0), np.radians(60.0)),
+            np.radians(args.radius),
+            nest=True,
+        )
         keep = np.zeros(m.shape, bool)
         keep[seen] = True
         m[~keep] = hp.UNSEEN
@@ -96,14 +110,20 @@ def main(argv=None):
     region = close_hierarchy(observed, levels)
     graph = healpix_graph(nside, pixels=region)
     sphere = healpix_graph(nside)
-    print(f"nside {nside}: {observed.sum()} observed pixels ({observed.mean():.1%} of the sky), "
-          f"{graph.num_nodes - observed.sum()} unseen siblings added by close_hierarchy")
-    print(f"region graph: {graph.num_nodes} nodes, {graph.num_edges} edges "
-          f"(full sphere: {sphere.num_nodes} nodes, {sphere.num_edges} edges)")
+    print(
+        f"nside {nside}: {observed.sum()} observed pixels ({observed.mean():.1%} of the sky), "
+        f"{graph.num_nodes - observed.sum()} unseen siblings added by close_hierarchy"
+    )
+    print(
+        f"region graph: {graph.num_nodes} nodes, {graph.num_edges} edges "
+        f"(full sphere: {sphere.num_nodes} nodes, {sphere.num_edges} edges)"
+    )
 
-    convs = [SphericalChebConv(2, args.channels, K=args.K),
-             SphericalChebConv(args.channels, args.channels, K=args.K)]
-    pool = HealpixPool(reduce='max')
+    convs = [
+        SphericalChebConv(2, args.channels, K=args.K),
+        SphericalChebConv(args.channels, args.channels, K=args.K),
+    ]
+    pool = HealpixPool(reduce="max")
 
     x_region = features(m, graph.pixels.numpy())
     x_sphere = features(m, np.arange(12 * nside**2))
@@ -111,8 +131,10 @@ def main(argv=None):
     inside[graph.pixels.numpy()] = True
 
     # Differences: the largest absolute difference between region and full-sphere outputs.
-    print("| step | nside | region nodes | nodes > K hops inside | difference there "
-          "| difference elsewhere |")
+    print(
+        "| step | nside | region nodes | nodes > K hops inside | difference there "
+        "| difference elsewhere |"
+    )
     print("|---|---|---|---|---|---|")
     with torch.no_grad():
         for step, conv in enumerate(convs, 1):
@@ -122,11 +144,11 @@ def main(argv=None):
             x_region = conv(x_region, graph.edge_index, graph.edge_weight, lambda_max=lam)
             x_sphere = conv(x_sphere, sphere.edge_index, sphere.edge_weight, lambda_max=lam)
             inside = inside & far_from(sphere, ~inside, args.K)
-            report(f'conv {step}', graph, x_region, x_sphere, inside)
+            report(f"conv {step}", graph, x_region, x_sphere, inside)
             x_region, graph = pool(torch.relu(x_region), graph), healpix_pool_graph(graph)
             x_sphere, sphere = pool(torch.relu(x_sphere), sphere), healpix_pool_graph(sphere)
             inside = inside.reshape(-1, 4).all(1)  # a parent agrees if its 4 children do
-            report(f'pool {step}', graph, x_region, x_sphere, inside)
+            report(f"pool {step}", graph, x_region, x_sphere, inside)
     print(f"output: {tuple(x_region.shape)} on {graph.num_nodes} pixels at nside {graph.nside}")
 
 
@@ -138,12 +160,12 @@ def report(step, graph, x_region, x_sphere, inside):
         scale = float(x_sphere[pix][there].abs().max())
         max_inside = diff[there].max()
         assert max_inside <= 1e-5 * max(scale, 1.0), (step, max_inside)
-        agree = f'{max_inside:.1e}'
+        agree = f"{max_inside:.1e}"
     else:
-        agree = '-'
-    other = f'{diff[~there].max():.1e}' if (~there).any() else '-'
+        agree = "-"
+    other = f"{diff[~there].max():.1e}" if (~there).any() else "-"
     print(f"| {step} | {graph.nside} | {graph.num_nodes} | {there.sum()} | {agree} | {other} |")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

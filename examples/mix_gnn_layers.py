@@ -13,6 +13,7 @@ end, a whole batch is checked to give the same outputs as the graphs one by one.
 
     python examples/mix_gnn_layers.py [--epochs 5]
 """
+
 import argparse
 
 import healpy as hp
@@ -31,16 +32,17 @@ class MixedNet(torch.nn.Module):
     def __init__(self, in_channels: int, hidden: int, num_classes: int):
         super().__init__()
         self.cheb = SphericalChebConv(in_channels, hidden, K=4)
-        self.pool1 = HealpixPool(reduce='max')
+        self.pool1 = HealpixPool(reduce="max")
         self.gcn = GCNConv(hidden, hidden)
-        self.pool2 = HealpixPool(reduce='mean')
+        self.pool2 = HealpixPool(reduce="mean")
         self.gat = GATConv(hidden, hidden, heads=2, concat=False)
         self.head = torch.nn.Linear(hidden, num_classes)
 
     def forward(self, data):
         # data: one graph, or a Batch of graphs of any nside/region, with x [N, F].
-        x = F.relu(self.cheb(data.x, data.edge_index, data.edge_weight, data.batch,
-                             data.lambda_max))
+        x = F.relu(
+            self.cheb(data.x, data.edge_index, data.edge_weight, data.batch, data.lambda_max)
+        )
         # The coarse graph (a Batch for a batch: edge_index, batch, ...) is memoised.
         x, graph = self.pool1(x, data), healpix_pool_graph(data)
         x = F.relu(self.gcn(x, graph.edge_index, graph.edge_weight))
@@ -59,8 +61,9 @@ def make_dataset(num: int, seed: int):
         label = int(rng.integers(2))
         m = rng.standard_normal(12 * graph.nside**2)
         if label == 0:  # smooth: constant over groups of 16 pixels
-            m = hp.ud_grade(hp.ud_grade(m, graph.nside // 4, order_in='NEST'), graph.nside,
-                            order_in='NEST')
+            m = hp.ud_grade(
+                hp.ud_grade(m, graph.nside // 4, order_in="NEST"), graph.nside, order_in="NEST"
+            )
         x = m[graph.pixels.numpy()]
         data = graph.clone()
         data.x = torch.from_numpy((x - x.mean()) / x.std()).float().view(-1, 1)
@@ -81,8 +84,8 @@ def accuracy(model, loader):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--epochs', type=int, default=5)
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
 
@@ -103,8 +106,10 @@ def main():
             loss.backward()
             optimizer.step()
             total += loss.item() * batch.num_graphs
-        print(f'epoch {epoch}: train loss {total / len(train):.4f}, '
-              f'test accuracy {accuracy(model, test_loader):.3f}')
+        print(
+            f"epoch {epoch}: train loss {total / len(train):.4f}, "
+            f"test accuracy {accuracy(model, test_loader):.3f}"
+        )
 
     # A Batch gives the same outputs as evaluating its graphs one by one.
     model.eval()
@@ -113,9 +118,9 @@ def main():
         batched = model(batch)
         single = torch.cat([model(data) for data in batch.to_data_list()])
     diff = float((batched - single).abs().max())
-    print(f'max |Batch - graph by graph| = {diff:.2e}')
+    print(f"max |Batch - graph by graph| = {diff:.2e}")
     assert diff < 1e-4
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

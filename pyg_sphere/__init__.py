@@ -23,6 +23,14 @@ from .graph import (
 __version__ = "0.2.0.dev0"
 
 __all__ = [
+    "baselines",
+    "cache",
+    "checkpoint",
+    "datasets",
+    "graph",
+    "loader",
+    "nn",
+    "transforms",
     "healpix_graph",
     "healpix_hierarchy",
     "coarsen_graph",

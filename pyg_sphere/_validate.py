@@ -26,8 +26,10 @@ def check_int(name: str, value, minimum: Optional[int] = None) -> int:
 
 def check_positive(name: str, value) -> float:
     """Returns :obj:`value` as a :obj:`float`; raises unless it is finite and positive."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and value > 0)
     ):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
@@ -60,7 +62,9 @@ def check_levels(levels, minimum: int = 0) -> int:
 def check_channels(channels, minimum: int) -> Tuple[int, ...]:
     """Returns a sequence of channel counts (one per level) as a tuple of ints."""
     if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence):
-        raise TypeError(f"channels must be a sequence of integers (one per level), got {channels!r}")
+        raise TypeError(
+            f"channels must be a sequence of integers (one per level), got {channels!r}"
+        )
     channels = tuple(channels)
     if len(channels) < minimum:
         raise ValueError(

@@ -166,8 +166,10 @@ class _Cache:
 
     def __repr__(self):
         i = self.info()
-        return (f"{type(self).__name__}({self.name!r}, entries={i.entries}, size={i.size}, "
-                f"limit={i.limit})")
+        return (
+            f"{type(self).__name__}({self.name!r}, entries={i.entries}, size={i.size}, "
+            f"limit={i.limit})"
+        )
 
 
 class Memo(_Cache):

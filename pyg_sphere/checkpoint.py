@@ -21,34 +21,36 @@ from typing import Any, Dict, List, Optional, Sequence
 from torch import Tensor
 
 # Constructor arguments that do not change the parameters nor the outputs of a trained model.
-_TRAINING_ONLY = ('dropout', )
+_TRAINING_ONLY = ("dropout",)
 
 
 def describe_region(pixels: Optional[List[int]], nside) -> str:
     """Names a model's region in messages: the full sphere, or a region of N pixels."""
     if pixels is None:
-        return (f"the full sphere ({12 * nside**2} pixels)" if isinstance(nside, int)
-                else "the full sphere")
+        return (
+            f"the full sphere ({12 * nside**2} pixels)"
+            if isinstance(nside, int)
+            else "the full sphere"
+        )
     if len(pixels) and pixels[-1] - pixels[0] == len(pixels) - 1:
         return f"a region of {len(pixels)} pixels (nested ids {pixels[0]}..{pixels[-1]})"
     return f"a region of {len(pixels)} pixels"
 
 
-
 # Old spellings of constructor arguments, read from configs saved before the rename.
-_RENAMED = {'k': 'num_neighbors'}
+_RENAMED = {"k": "num_neighbors"}
 
 
 def _normalise_config(config: Dict[str, Any]) -> Dict[str, Any]:
     """A config as read back from JSON (lists) in the form :attr:`config` returns."""
     out = {_RENAMED.get(key, key): value for key, value in config.items()}
-    if isinstance(out.get('channels'), (list, tuple)):
-        out['channels'] = tuple(int(c) for c in out['channels'])
-    if out.get('pixels') is not None:
-        pixels = out['pixels']
+    if isinstance(out.get("channels"), (list, tuple)):
+        out["channels"] = tuple(int(c) for c in out["channels"])
+    if out.get("pixels") is not None:
+        pixels = out["pixels"]
         if isinstance(pixels, Tensor):
             pixels = pixels.tolist()
-        out['pixels'] = [int(p) for p in pixels]
+        out["pixels"] = [int(p) for p in pixels]
     return out
 
 
@@ -58,27 +60,31 @@ def _architecture_problem(config: Dict[str, Any], arguments: Sequence[str], name
     unknown = sorted(set(config) - set(arguments))
     missing = [key for key in arguments if key not in config]
     if not unknown and not missing:
-        return ''
-    parts = ([f"has arguments {unknown} that {name} does not take"] if unknown else []) + \
-        ([f"lacks arguments {missing} of {name}"] if missing else [])
-    return (f"the checkpoint's config {' and '.join(parts)}: it was saved from another "
-            f"architecture (config arguments: {sorted(config)})")
+        return ""
+    parts = ([f"has arguments {unknown} that {name} does not take"] if unknown else []) + (
+        [f"lacks arguments {missing} of {name}"] if missing else []
+    )
+    return (
+        f"the checkpoint's config {' and '.join(parts)}: it was saved from another "
+        f"architecture (config arguments: {sorted(config)})"
+    )
 
 
 def model_config(model) -> Dict[str, Any]:
     """The constructor arguments of :obj:`model`, JSON-serialisable (:obj:`pixels` as a list
     or None)."""
     cfg = dict(model._config)
-    cfg['channels'] = list(cfg['channels'])
-    cfg['pixels'] = None if cfg['pixels'] is None else list(cfg['pixels'])
+    cfg["channels"] = list(cfg["channels"])
+    cfg["pixels"] = None if cfg["pixels"] is None else list(cfg["pixels"])
     return cfg
 
 
 def model_from_config(cls, config: Dict[str, Any]):
     """Builds a :obj:`cls` model from a config (e.g. read back from a checkpoint or JSON)."""
     if not isinstance(config, dict):
-        raise TypeError(f"config must be a dict of constructor arguments, got "
-                        f"{type(config).__name__}")
+        raise TypeError(
+            f"config must be a dict of constructor arguments, got {type(config).__name__}"
+        )
     problem = _architecture_problem(config, _argument_names(cls), cls.__name__)
     if problem:
         raise ValueError(problem)
@@ -104,23 +110,28 @@ def config_differences(model, config: Dict[str, Any]) -> List[str]:
     for key, value in mine.items():
         if key in _TRAINING_ONLY:
             continue
-        if key == 'pixels':
+        if key == "pixels":
             if theirs[key] != value:
                 diffs.append(_region_difference(model, theirs))
         elif theirs[key] != value:
             diffs.append(f"checkpoint has {key} {theirs[key]!r} but model has {value!r}")
     return diffs
 
+
 def _region_difference(model, theirs: Dict[str, Any]) -> str:
-    a, b = theirs['pixels'], model._config['pixels']
-    text = (f"checkpoint was trained on {describe_region(a, theirs.get('nside'))} but model "
-            f"has {describe_region(b, model.nside)}")
+    a, b = theirs["pixels"], model._config["pixels"]
+    text = (
+        f"checkpoint was trained on {describe_region(a, theirs.get('nside'))} but model "
+        f"has {describe_region(b, model.nside)}"
+    )
     if a is not None and b is not None and len(a) == len(b):
         text += " (same size, other pixels)"
     return text
 
-def load_checkpoint_state(model, state_dict: Dict[str, Tensor],
-                      config: Optional[Dict[str, Any]] = None):
+
+def load_checkpoint_state(
+    model, state_dict: Dict[str, Tensor], config: Optional[Dict[str, Any]] = None
+):
     """Loads trained weights into :obj:`model` after checking that they fit it.
 
     Raises a :class:`ValueError` that says what differs, e.g. ``checkpoint has channels
@@ -141,36 +152,50 @@ def load_checkpoint_state(model, state_dict: Dict[str, Tensor],
     name = type(model).__name__
     if config is not None:
         if not isinstance(config, dict):
-            raise TypeError(f"config must be the checkpoint's config dict, got "
-                            f"{type(config).__name__}")
+            raise TypeError(
+                f"config must be the checkpoint's config dict, got {type(config).__name__}"
+            )
         problem = _architecture_problem(config, list(model._config), name)
         if problem:
             raise ValueError(f"the checkpoint does not fit this {name}: {problem}")
         diffs = config_differences(model, config)
         if diffs:
-            raise ValueError(f"the checkpoint does not fit this {name}: " + '; '.join(diffs)
-                             + f". Rebuild the model with {name}.from_config(checkpoint "
-                             f"config) to use it")
+            raise ValueError(
+                f"the checkpoint does not fit this {name}: "
+                + "; ".join(diffs)
+                + f". Rebuild the model with {name}.from_config(checkpoint "
+                f"config) to use it"
+            )
     if not isinstance(state_dict, dict):
         raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
-    if state_dict and all(key.startswith('module.') for key in state_dict):
-        state_dict = {key[len('module.'):]: value for key, value in state_dict.items()}
+    if state_dict and all(key.startswith("module.") for key in state_dict):
+        state_dict = {key[len("module.") :]: value for key, value in state_dict.items()}
     own = model.state_dict()
     missing = [key for key in own if key not in state_dict]
     unexpected = [key for key in state_dict if key not in own]
-    shapes = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}"
-              for key in own if key in state_dict
-              and tuple(state_dict[key].shape) != tuple(own[key].shape)]
+    shapes = [
+        f"{key} {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}"
+        for key in own
+        if key in state_dict and tuple(state_dict[key].shape) != tuple(own[key].shape)
+    ]
     problems = []
-    for what, items in (('missing', missing), ('unexpected', unexpected),
-                        ('with other shapes (checkpoint vs model)', shapes)):
+    for what, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("with other shapes (checkpoint vs model)", shapes),
+    ):
         if items:
-            problems.append(f"{len(items)} tensor(s) {what}: " + ', '.join(items[:4])
-                            + (', ...' if len(items) > 4 else ''))
+            problems.append(
+                f"{len(items)} tensor(s) {what}: "
+                + ", ".join(items[:4])
+                + (", ..." if len(items) > 4 else "")
+            )
     if problems:
-        raise ValueError(f"the checkpoint's weights do not fit this {name} "
-                         f"({model._describe_architecture()}): " + '; '.join(problems)
-                         + ". Was it saved from another architecture or configuration?")
+        raise ValueError(
+            f"the checkpoint's weights do not fit this {name} "
+            f"({model._describe_architecture()}): "
+            + "; ".join(problems)
+            + ". Was it saved from another architecture or configuration?"
+        )
     model.load_state_dict(state_dict)
     return model
-

@@ -6,6 +6,7 @@ measure here follows that paper: signals of a single spherical-harmonic degree, 
 rotations applied through spherical harmonics, and the normalized error between "filter then
 rotate" and "rotate then filter".
 """
+
 from typing import Callable, Optional, Union
 
 import healpy as hp
@@ -15,18 +16,28 @@ from scipy.spatial.transform import Rotation
 from torch import Tensor
 from torch_geometric.data import Data
 
+from ._validate import check_choice, check_int
 from .graph.laplacian import laplacian_matrix
 
 Operator = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
 
 
-def equivariance_error(graph: Data, ell: int, op: Optional[Operator] = None, *,
-                       normalization: Optional[str] = 'sym', num_signals: int = 4,
-                       num_rotations: int = 4, channels: Optional[int] = None,
-                       relative_to: str = 'output', squared: bool = True,
-                       lmax: Optional[int] = None, maxiter: int = 50,
-                       seed: Union[int, np.random.Generator] = 0,
-                       return_all: bool = False) -> Union[float, np.ndarray]:
+def equivariance_error(
+    graph: Data,
+    ell: int,
+    op: Optional[Operator] = None,
+    *,
+    normalization: Optional[str] = "sym",
+    num_signals: int = 4,
+    num_rotations: int = 4,
+    channels: Optional[int] = None,
+    relative_to: str = "output",
+    squared: bool = True,
+    lmax: Optional[int] = None,
+    maxiter: int = 50,
+    seed: Union[int, np.random.Generator] = 0,
+    return_all: bool = False,
+) -> Union[float, np.ndarray]:
     r"""Mean rotation equivariance error of a graph Laplacian or a layer on the full sphere.
 
     For random signals :math:`f` made of the single spherical-harmonic degree :obj:`ell` and
@@ -96,46 +107,49 @@ def equivariance_error(graph: Data, ell: int, op: Optional[Operator] = None, *,
         True
     """
     nside, nest = _check_graph(graph)
-    lmax = 3 * nside - 1 if lmax is None else _check_int('lmax', lmax, 0)
-    ell = _check_int('ell', ell, 0)
+    lmax = 3 * nside - 1 if lmax is None else check_int("lmax", lmax, 0)
+    ell = check_int("ell", ell, 0)
     if ell > lmax:
-        raise ValueError(f"ell={ell} is above the band limit lmax={lmax} (at most "
-                         f"3 * nside - 1 = {3 * nside - 1} by default): rotations through "
-                         f"spherical harmonics would not be exact; lower ell or raise lmax")
-    num_signals = _check_int('num_signals', num_signals, 1)
-    num_rotations = _check_int('num_rotations', num_rotations, 1)
-    maxiter = _check_int('maxiter', maxiter, 1)
-    if relative_to not in ('output', 'input'):
-        raise ValueError(f"relative_to must be 'output' or 'input', got {relative_to!r}")
+        raise ValueError(
+            f"ell={ell} is above the band limit lmax={lmax} (at most "
+            f"3 * nside - 1 = {3 * nside - 1} by default): rotations through "
+            f"spherical harmonics would not be exact; lower ell or raise lmax"
+        )
+    num_signals = check_int("num_signals", num_signals, 1)
+    num_rotations = check_int("num_rotations", num_rotations, 1)
+    maxiter = check_int("maxiter", maxiter, 1)
+    check_choice("relative_to", relative_to, ("output", "input"))
     if channels is None:
-        in_ch = getattr(op, 'in_channels', None)
+        in_ch = getattr(op, "in_channels", None)
         channels = in_ch if isinstance(in_ch, int) and in_ch > 0 else 1
-    channels = _check_int('channels', channels, 1)
+    channels = check_int("channels", channels, 1)
     if op is None and channels != 1:
         raise ValueError("channels must be 1 when op is None (the Laplacian filters one map)")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     apply = _laplacian(graph, normalization) if op is None else _layer(graph, op, channels)
 
     # All maps are in RING ordering here (healpy's transforms); `apply` reorders for the graph.
-    alms = _random_alms(rng, num_signals * channels, ell, lmax).reshape(
-        num_signals, channels, -1)
+    alms = _random_alms(rng, num_signals * channels, ell, lmax).reshape(num_signals, channels, -1)
     rotations = Rotation.random(num_rotations, random_state=rng).as_matrix()
     signals = np.stack([_alm2map(a, nside, lmax) for a in alms])  # [S, C, N]
-    rotated = np.stack([[_alm2map(_rotate(a, m, lmax), nside, lmax) for m in rotations]
-                        for a in alms])  # [S, R, C, N]
+    rotated = np.stack(
+        [[_alm2map(_rotate(a, m, lmax), nside, lmax) for m in rotations] for a in alms]
+    )  # [S, R, C, N]
     out = apply(signals)  # F f: [S, C', N]
     out_of_rotated = apply(rotated.reshape(-1, *rotated.shape[2:])).reshape(
-        num_signals, num_rotations, -1, signals.shape[-1])  # F R f: [S, R, C', N]
+        num_signals, num_rotations, -1, signals.shape[-1]
+    )  # F R f: [S, R, C', N]
 
     errors = np.empty((num_signals, num_rotations))
     for s in range(num_signals):
-        scale = np.linalg.norm(out[s] if relative_to == 'output' else signals[s])
+        scale = np.linalg.norm(out[s] if relative_to == "output" else signals[s])
         if scale == 0:
-            raise ValueError(f"the {relative_to} signal is zero (op maps degree {ell} to "
-                             f"zero): its relative error is undefined; use another ell or "
-                             f"relative_to='input'")
-        out_alm, _, _ = hp.map2alm_lsq(out[s], lmax, lmax, pol=False, tol=1e-10,
-                                       maxiter=maxiter)
+            raise ValueError(
+                f"the {relative_to} signal is zero (op maps degree {ell} to "
+                f"zero): its relative error is undefined; use another ell or "
+                f"relative_to='input'"
+            )
+        out_alm, _, _ = hp.map2alm_lsq(out[s], lmax, lmax, pol=False, tol=1e-10, maxiter=maxiter)
         out_alm = np.atleast_2d(out_alm)
         for r, matrix in enumerate(rotations):
             rotated_out = _alm2map(_rotate(out_alm, matrix, lmax), nside, lmax)
@@ -145,29 +159,29 @@ def equivariance_error(graph: Data, ell: int, op: Optional[Operator] = None, *,
     return errors if return_all else float(errors.mean())
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_graph(graph):
     if not isinstance(graph, Data):
-        raise TypeError(f"graph must be a torch_geometric.data.Data from "
-                        f"pyg_sphere.healpix_graph, got {type(graph).__name__}")
-    nside, nest = getattr(graph, 'nside', None), getattr(graph, 'nest', None)
+        raise TypeError(
+            f"graph must be a torch_geometric.data.Data from "
+            f"pyg_sphere.healpix_graph, got {type(graph).__name__}"
+        )
+    nside, nest = getattr(graph, "nside", None), getattr(graph, "nest", None)
     if nside is None or nest is None or graph.edge_index is None:
-        raise ValueError("graph needs nside, nest and edge_index: build it with "
-                         "pyg_sphere.healpix_graph(nside)")
+        raise ValueError(
+            "graph needs nside, nest and edge_index: build it with pyg_sphere.healpix_graph(nside)"
+        )
     nside = int(nside)
-    pixels = getattr(graph, 'pixels', None)
+    pixels = getattr(graph, "pixels", None)
     if graph.num_nodes != 12 * nside**2 or (
-            pixels is not None and not torch.equal(
-                pixels.cpu(), torch.arange(12 * nside**2, dtype=pixels.dtype))):
-        raise ValueError(f"equivariance_error needs a full-sphere graph (12 * nside**2 = "
-                         f"{12 * nside**2} nodes at nside={nside}, in pixel order), got "
-                         f"{graph.num_nodes} nodes: rotations move signals across any region "
-                         f"boundary; build it with pyg_sphere.healpix_graph(nside)")
+        pixels is not None
+        and not torch.equal(pixels.cpu(), torch.arange(12 * nside**2, dtype=pixels.dtype))
+    ):
+        raise ValueError(
+            f"equivariance_error needs a full-sphere graph (12 * nside**2 = "
+            f"{12 * nside**2} nodes at nside={nside}, in pixel order), got "
+            f"{graph.num_nodes} nodes: rotations move signals across any region "
+            f"boundary; build it with pyg_sphere.healpix_graph(nside)"
+        )
     return nside, bool(nest)
 
 
@@ -196,8 +210,7 @@ def _alm2map(alm, nside, lmax):
 
 
 def _laplacian(graph, normalization):
-    if normalization not in (None, 'sym', 'rw'):
-        raise ValueError(f"normalization must be 'sym', 'rw' or None, got {normalization!r}")
+    check_choice("normalization", normalization, ("sym", "rw", None))
     lap = laplacian_matrix(graph.edge_index, graph.edge_weight, graph.num_nodes, normalization)
     nest = bool(graph.nest)
 
@@ -215,11 +228,13 @@ def _laplacian(graph, normalization):
 
 def _layer(graph, op, channels):
     if not callable(op):
-        raise TypeError(f"op must be None (the graph Laplacian) or callable as "
-                        f"op(x, edge_index, edge_weight), got {type(op).__name__}")
+        raise TypeError(
+            f"op must be None (the graph Laplacian) or callable as "
+            f"op(x, edge_index, edge_weight), got {type(op).__name__}"
+        )
     params = list(op.parameters()) if isinstance(op, torch.nn.Module) else []
     dtype = params[0].dtype if params else torch.float64
-    device = params[0].device if params else torch.device('cpu')
+    device = params[0].device if params else torch.device("cpu")
     edge_index = graph.edge_index.to(device)
     edge_weight = None if graph.edge_weight is None else graph.edge_weight.to(device, dtype)
     nest = bool(graph.nest)
@@ -233,8 +248,10 @@ def _layer(graph, op, channels):
             with torch.no_grad():
                 y = op(x, edge_index, edge_weight)
             if not isinstance(y, Tensor) or y.dim() != 2 or y.size(0) != x.size(0):
-                raise ValueError(f"op must map x [N, C] to a tensor [N, C'], got "
-                                 f"{tuple(y.shape) if isinstance(y, Tensor) else type(y)}")
+                raise ValueError(
+                    f"op must map x [N, C] to a tensor [N, C'], got "
+                    f"{tuple(y.shape) if isinstance(y, Tensor) else type(y)}"
+                )
             y = y.detach().cpu().double().numpy().T
             if nest:
                 y = np.atleast_2d(hp.reorder(y, n2r=True))

@@ -1,6 +1,6 @@
 """Regenerate the convergence power-spectrum table shipped with pyg_sphere.
 
-The simulator (:mod:`pyg_sphere.datasets.simulate`) reads
+The simulator (:mod:`pyg_sphere.datasets.lognormal_maps`) reads
 ``pyg_sphere/datasets/data/convergence_cl.npz`` and needs no cosmology code at
 run time. This script recomputes that table with `pyccl` (install the extra:
 ``pip install pyg_sphere[cosmo]``) and runs offline in a few seconds::
@@ -58,8 +58,9 @@ N_S = 0.96
 OMEGA_B = 0.05
 MODELS = {"model1": (0.31, 0.82), "model2": (0.26, 0.91)}
 MATCH_RANGE = (100, 1000)  # exclusive bounds, as in "100 < ell < 1000"
-DEFAULT_OUT = (Path(__file__).resolve().parents[1] / "pyg_sphere" / "datasets" / "data"
-               / "convergence_cl.npz")
+DEFAULT_OUT = (
+    Path(__file__).resolve().parents[1] / "pyg_sphere" / "datasets" / "data" / "convergence_cl.npz"
+)
 
 
 def hilbert_kappa0(z_s: float) -> float:
@@ -75,9 +76,15 @@ def source_nz():
 def cosmology(omega_m, sigma_8, *, h=H, omega_b=OMEGA_B, n_s=N_S):
     import pyccl as ccl
 
-    return ccl.Cosmology(Omega_c=omega_m - omega_b, Omega_b=omega_b, h=h, sigma8=sigma_8,
-                         n_s=n_s, transfer_function="eisenstein_hu",
-                         matter_power_spectrum="halofit")
+    return ccl.Cosmology(
+        Omega_c=omega_m - omega_b,
+        Omega_b=omega_b,
+        h=h,
+        sigma8=sigma_8,
+        n_s=n_s,
+        transfer_function="eisenstein_hu",
+        matter_power_spectrum="halofit",
+    )
 
 
 def convergence_tracer(cosmo):
@@ -150,13 +157,17 @@ def make_table():
         sigma_8=np.array([s81, s82, s82_pm]),
         shift=k_empty * scale,
         kappa_empty=k_empty,
-        h=np.float64(H), n_s=np.float64(N_S), omega_b=np.float64(OMEGA_B),
-        z_mean=np.float64(Z_MEAN), z_sigma=np.float64(Z_SIGMA),
+        h=np.float64(H),
+        n_s=np.float64(N_S),
+        omega_b=np.float64(OMEGA_B),
+        z_mean=np.float64(Z_MEAN),
+        z_sigma=np.float64(Z_SIGMA),
         match_range=np.array(MATCH_RANGE),
         provenance=np.array(
             f"pyccl {ccl.__version__}; transfer_function=eisenstein_hu, "
             f"matter_power_spectrum=halofit; Limber; Gaussian n(z) z={Z_MEAN} "
-            f"sigma_z={Z_SIGMA}; shift = HHS11 kappa_0(z) x kappa_empty/kappa_empty(Millennium)"),
+            f"sigma_z={Z_SIGMA}; shift = HHS11 kappa_0(z) x kappa_empty/kappa_empty(Millennium)"
+        ),
     )
 
 
@@ -173,9 +184,11 @@ def main(argv=None):
     cl = table["cl"]
     ell = np.arange(MATCH_RANGE[0] + 1, MATCH_RANGE[1])
     for i, name in enumerate(table["name"]):
-        print(f"{name:22s} Omega_m={table['omega_m'][i]:.4f} sigma_8={table['sigma_8'][i]:.5f} "
-              f"shift={table['shift'][i]:.5f} |ln C/C_model1| max on 100<ell<1000: "
-              f"{np.max(np.abs(np.log(cl[i, ell] / cl[0, ell]))):.4f}")
+        print(
+            f"{name:22s} Omega_m={table['omega_m'][i]:.4f} sigma_8={table['sigma_8'][i]:.5f} "
+            f"shift={table['shift'][i]:.5f} |ln C/C_model1| max on 100<ell<1000: "
+            f"{np.max(np.abs(np.log(cl[i, ell] / cl[0, ell]))):.4f}"
+        )
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} kB)")
 
 

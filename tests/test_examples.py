@@ -3,6 +3,7 @@
 Each script runs in its own process, as a user would run it, from a temporary directory so that
 default output paths land there.
 """
+
 import json
 import os
 import re
@@ -12,56 +13,73 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / 'examples'
-PNG = b'\x89PNG\r\n\x1a\n'
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def run_example(name, *args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=300)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout
 
 
 def table_rows(stdout, first_cells):
     """The cells of the markdown table rows whose first cell starts with one of first_cells."""
-    rows = [[c.strip() for c in line.strip().strip('|').split('|')]
-            for line in stdout.splitlines() if line.startswith('|')]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in stdout.splitlines()
+        if line.startswith("|")
+    ]
     return [r for r in rows if r[0].startswith(first_cells)]
 
 
 def test_every_example_is_tested():
-    tested = {'train_cosmo.py', 'mix_gnn_layers.py', 'masked_region.py',
-              'measure_equivariance.py', 'reproduce_paper.py'}
-    assert {p.name for p in EXAMPLES.glob('*.py')} == tested
+    tested = {
+        "classify_cosmologies.py",
+        "mix_gnn_layers.py",
+        "masked_region.py",
+        "measure_equivariance.py",
+        "reproduce_paper.py",
+    }
+    assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
 def test_measure_equivariance(tmp_path):
-    out = run_example('measure_equivariance.py', '--nside', 16, '--ell', 20, '--layer',
-                      cwd=tmp_path)
-    rows = {r[0]: r for r in table_rows(out, ('v1', 'v2', 'identity'))}
+    out = run_example(
+        "measure_equivariance.py", "--nside", 16, "--ell", 20, "--layer", cwd=tmp_path
+    )
+    rows = {r[0]: r for r in table_rows(out, ("v1", "v2", "identity"))}
     assert len(rows) == 5
-    laplacian = [float(rows[name][3]) for name in ('v1 (healpy 8 neighbours)', 'v2, k = 8',
-                                                    'v2, k = 20', 'v2, k = 40')]
-    floor = float(rows['identity (floor of the measure)'][3])
+    laplacian = [
+        float(rows[name][3])
+        for name in ("v1 (healpy 8 neighbours)", "v2, k = 8", "v2, k = 20", "v2, k = 40")
+    ]
+    floor = float(rows["identity (floor of the measure)"][3])
     # DeepSphere v2's ordering: the v1 graph is the least equivariant, more neighbours help,
     # and all are far above the error of the measurement itself.
     assert laplacian == sorted(laplacian, reverse=True)
     assert laplacian[-1] > 100 * floor
-    assert rows['v2, k = 8'][4] == f'{laplacian[0] / laplacian[1]:.1f}x'
-    assert float(rows['v2, k = 20'][1]) == pytest.approx(20, abs=1)  # edges per pixel
-    layers = [float(rows[name][5]) for name in ('v1 (healpy 8 neighbours)', 'v2, k = 8')]
+    assert rows["v2, k = 8"][4] == f"{laplacian[0] / laplacian[1]:.1f}x"
+    assert float(rows["v2, k = 20"][1]) == pytest.approx(20, abs=1)  # edges per pixel
+    layers = [float(rows[name][5]) for name in ("v1 (healpy 8 neighbours)", "v2, k = 8")]
     assert layers[0] > layers[1]
 
 
-@pytest.mark.parametrize('args', [[], ['--mask', 'disc', '--radius', 50, '--K', 4]])
+@pytest.mark.parametrize("args", [[], ["--mask", "disc", "--radius", 50, "--K", 4]])
 def test_masked_region(tmp_path, args):
-    out = run_example('masked_region.py', *args, cwd=tmp_path)
-    rows = table_rows(out, ('conv', 'pool'))
-    assert [r[0] for r in rows] == ['conv 1', 'pool 1', 'conv 2', 'pool 2']
+    out = run_example("masked_region.py", *args, cwd=tmp_path)
+    rows = table_rows(out, ("conv", "pool"))
+    assert [r[0] for r in rows] == ["conv 1", "pool 1", "conv 2", "pool 2"]
     assert [int(r[1]) for r in rows] == [32, 16, 16, 8]
-    for step, nside, nodes, inside, agree, elsewhere in rows:
+    for _step, _nside, nodes, inside, agree, elsewhere in rows:
         assert 0 < int(inside) < int(nodes)
         # Inside, the region's graph gives the full sphere's outputs; at its border it does not.
         assert float(agree) < 1e-5
@@ -71,73 +89,118 @@ def test_masked_region(tmp_path, args):
     assert int(rows[3][2]) * 4 == int(rows[2][2])
 
 
-def test_train_cosmo(tmp_path):
-    out = run_example('train_cosmo.py', '--nside', 16, '--order', 1, '--channels', '8,16',
-                      '--K', 3, '--batch-size', 16, '--n-per-class', 4, '--epochs', 1,
-                      '--threads', 1, '--quiet', '--no-figures', '--data-dir', tmp_path / 'data',
-                      '--out', tmp_path / 'run', cwd=tmp_path)
-    match = re.search(r'recomputed from best.pt: ([\d.]+) \(train_cosmo reported ([\d.]+)\)', out)
+def test_classify_cosmologies(tmp_path):
+    out = run_example(
+        "classify_cosmologies.py",
+        "--nside",
+        16,
+        "--order",
+        1,
+        "--channels",
+        "8,16",
+        "--K",
+        3,
+        "--batch-size",
+        16,
+        "--n-per-class",
+        4,
+        "--epochs",
+        1,
+        "--threads",
+        1,
+        "--quiet",
+        "--no-figures",
+        "--data-dir",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "run",
+        cwd=tmp_path,
+    )
+    match = re.search(r"recomputed from best.pt: ([\d.]+) \(train_cosmo reported ([\d.]+)\)", out)
     assert match, out
     # The checkpoint rebuilt without the training options classifies the test set the same.
     assert match.group(1) == match.group(2)
-    metrics = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert f"{metrics['test_acc']:.4f}" == match.group(2)
-    assert 'DeepSphere(' in out
+    assert "DeepSphere(" in out
 
 
 @pytest.mark.slow
 def test_mix_gnn_layers(tmp_path):
-    out = run_example('mix_gnn_layers.py', '--epochs', 1, cwd=tmp_path)
-    assert 'GATConv' in out and 'SphericalChebConv' in out
-    assert re.search(r'epoch 1: train loss [\d.]+, test accuracy [\d.]+', out)
-    diff = float(re.search(r'max \|Batch - graph by graph\| = (\S+)', out).group(1))
+    out = run_example("mix_gnn_layers.py", "--epochs", 1, cwd=tmp_path)
+    assert "GATConv" in out and "SphericalChebConv" in out
+    assert re.search(r"epoch 1: train loss [\d.]+, test accuracy [\d.]+", out)
+    diff = float(re.search(r"max \|Batch - graph by graph\| = (\S+)", out).group(1))
     assert diff < 1e-4
 
 
 @pytest.mark.slow
 def test_reproduce_paper(tmp_path):
-    args = ['--nside', 64, '--n-per-class', 4, '--epochs', 1, '--epochs-first', 1,
-            '--orders', 1, 2, '--noise', 0, 2, '--threads', 1, '--data-dir', tmp_path / 'data',
-            '--out', tmp_path / 'run', '--docs', tmp_path / 'docs']
-    out = run_example('reproduce_paper.py', *args, cwd=tmp_path)
-    assert len(re.findall(r'^order [12] noise \d', out, re.M)) == 4
-    state = json.loads((tmp_path / 'run' / 'results.json').read_text())
-    assert set(state['results']) == {'1/0', '1/2', '2/0', '2/2'}
-    methods = ('DeepSphere', 'PSD + SVM', 'histogram + SVM')
-    for result in state['results'].values():
+    args = [
+        "--nside",
+        64,
+        "--n-per-class",
+        4,
+        "--epochs",
+        1,
+        "--epochs-first",
+        1,
+        "--orders",
+        1,
+        2,
+        "--noise",
+        0,
+        2,
+        "--threads",
+        1,
+        "--data-dir",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "run",
+        "--docs",
+        tmp_path / "docs",
+    ]
+    out = run_example("reproduce_paper.py", *args, cwd=tmp_path)
+    assert len(re.findall(r"^order [12] noise \d", out, re.M)) == 4
+    state = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(state["results"]) == {"1/0", "1/2", "2/0", "2/2"}
+    methods = ("DeepSphere", "PSD + SVM", "histogram + SVM")
+    for result in state["results"].values():
         assert all(0 <= result[m] <= 1 for m in methods)
-    assert state['samples']['1'] == {'train': 48, 'val': 24, 'test': 24}  # 12 patches per map
+    assert state["samples"]["1"] == {"train": 48, "val": 24, "test": 24}  # 12 patches per map
     # Warm starts: each order chains along the noise levels; the noiseless order-1 model
     # starts from the order-2 one (smaller patches, trained first).
-    inits = {key: json.loads((tmp_path / 'run' / key / 'metrics.json').read_text())['args']
-             ['init'] for key in ('order2_noise0', 'order2_noise2', 'order1_noise0',
-                                  'order1_noise2')}
-    assert inits['order2_noise0'] is None
-    assert inits['order2_noise2'].endswith(os.path.join('order2_noise0', 'best.pt'))
-    assert inits['order1_noise0'].endswith(os.path.join('order2_noise0', 'best.pt'))
-    assert inits['order1_noise2'].endswith(os.path.join('order1_noise0', 'best.pt'))
+    inits = {
+        key: json.loads((tmp_path / "run" / key / "metrics.json").read_text())["args"]["init"]
+        for key in ("order2_noise0", "order2_noise2", "order1_noise0", "order1_noise2")
+    }
+    assert inits["order2_noise0"] is None
+    assert inits["order2_noise2"].endswith(os.path.join("order2_noise0", "best.pt"))
+    assert inits["order1_noise0"].endswith(os.path.join("order2_noise0", "best.pt"))
+    assert inits["order1_noise2"].endswith(os.path.join("order1_noise0", "best.pt"))
 
-    text = (tmp_path / 'docs' / 'results.md').read_text()
-    rows = table_rows(text, ('1', '2'))
+    text = (tmp_path / "docs" / "results.md").read_text()
+    rows = table_rows(text, ("1", "2"))
     accuracy = [r for r in rows if len(r) == 4]  # order, method, two noise levels
     assert [r[1] for r in accuracy] == list(methods) * 2
     for row in accuracy:
         assert [float(c) for c in row[2:]] == [
-            round(100 * state['results'][f'{row[0]}/{lv}'][row[1]], 1) for lv in ('0', '2')]
+            round(100 * state["results"][f"{row[0]}/{lv}"][row[1]], 1) for lv in ("0", "2")
+        ]
     # The margins: DeepSphere minus the better baseline, per order and noise level.
     margins = [r for r in rows if len(r) == 3]
-    assert [r[0] for r in margins] == ['1', '2']
+    assert [r[0] for r in margins] == ["1", "2"]
     for row in margins:
-        for cell, lv in zip(row[1:], ('0', '2')):
-            r = state['results'][f'{row[0]}/{lv}']
-            best = max(r['PSD + SVM'], r['histogram + SVM'])
-            assert float(cell) == pytest.approx(round(100 * (r['DeepSphere'] - best), 1))
-    assert (tmp_path / 'docs' / 'results_accuracy.png').read_bytes()[:8] == PNG
+        for cell, lv in zip(row[1:], ("0", "2")):
+            r = state["results"][f"{row[0]}/{lv}"]
+            best = max(r["PSD + SVM"], r["histogram + SVM"])
+            assert float(cell) == pytest.approx(round(100 * (r["DeepSphere"] - best), 1))
+    assert (tmp_path / "docs" / "results_accuracy.png").read_bytes()[:8] == PNG
 
     # A second run finds every result in results.json and trains nothing again; --name
     # writes the same results to another page.
-    again = run_example('reproduce_paper.py', *args, '--name', 'other', cwd=tmp_path)
-    assert 'noise 0:' not in again and 'wrote' in again
-    assert json.loads((tmp_path / 'run' / 'results.json').read_text()) == state
-    assert table_rows((tmp_path / 'docs' / 'other.md').read_text(), ('1', '2')) == rows
-    assert (tmp_path / 'docs' / 'other_accuracy.png').read_bytes()[:8] == PNG
+    again = run_example("reproduce_paper.py", *args, "--name", "other", cwd=tmp_path)
+    assert "noise 0:" not in again and "wrote" in again
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == state
+    assert table_rows((tmp_path / "docs" / "other.md").read_text(), ("1", "2")) == rows
+    assert (tmp_path / "docs" / "other_accuracy.png").read_bytes()[:8] == PNG

@@ -2,6 +2,7 @@
 
 Needs scikit-learn for the classifiers: ``pip install pyg_sphere[baselines]``.
 """
+
 from .classifiers import HistogramClassifier, PSDClassifier
 from .features import histogram, histogram_edges, power_spectrum
 

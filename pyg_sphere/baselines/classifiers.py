@@ -6,16 +6,16 @@ each regularisation constant ``C`` of a log grid, and keep the one with the
 best accuracy on the validation data, as in Perraudin et al. (2019).
 scikit-learn is an optional dependency: ``pip install pyg_sphere[baselines]``.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from typing import Sequence
 
-import healpy as hp
 import numpy as np
 
-from .features import (as_samples, check_patch_pixels, histogram,
-                       histogram_edges, power_spectrum)
+from .._validate import check_int, check_nside
+from .features import as_samples, check_patch_pixels, histogram, histogram_edges, power_spectrum
 
 __all__ = ["PSDClassifier", "HistogramClassifier"]
 
@@ -41,8 +41,8 @@ def _as_labels(y, num_samples: int, name: str) -> np.ndarray:
         y = y[:, 0]
     if y.ndim != 1 or len(y) != num_samples:
         raise ValueError(
-            f"`{name}` must hold one label per sample ({num_samples}), got shape "
-            f"{y.shape}.")
+            f"`{name}` must hold one label per sample ({num_samples}), got shape {y.shape}."
+        )
     return y
 
 
@@ -63,10 +63,8 @@ class _SVMBaseline(ABC):
         self.scale: np.ndarray | None = None
         self.svm = None
 
-    # Subclasses: learn feature parameters from the training data, then map
-    # samples [num_samples, num_pixels] to raw features.
-    def _fit_features(self, x: np.ndarray) -> None:
-        pass
+    def _fit_features(self, x: np.ndarray) -> None:  # noqa: B027 (an optional hook)
+        """Learns feature parameters from the training samples; none by default."""
 
     @abstractmethod
     def _features(self, x: np.ndarray) -> np.ndarray:
@@ -77,7 +75,8 @@ class _SVMBaseline(ABC):
         if self.num_pixels is not None and x.shape[1] != self.num_pixels:
             raise ValueError(
                 f"`{name}` has {x.shape[1]} pixels per sample but the classifier "
-                f"was fitted on {self.num_pixels}.")
+                f"was fitted on {self.num_pixels}."
+            )
         return x
 
     def _standardised(self, x: np.ndarray) -> np.ndarray:
@@ -114,7 +113,8 @@ class _SVMBaseline(ABC):
         if x_val is None and len(self.Cs) > 1:
             raise ValueError(
                 f"Choosing C among {len(self.Cs)} values needs validation data: "
-                "pass x_val and y_val, or a single value in `Cs`.")
+                "pass x_val and y_val, or a single value in `Cs`."
+            )
         self.num_pixels = x_train.shape[1]
         if x_val is not None:
             x_val = self._samples(x_val, "x_val")
@@ -212,24 +212,31 @@ class PSDClassifier(_SVMBaseline):
         True
     """
 
-    def __init__(self, nside: int, pixels=None, *, lmax: int | None = None,
-                 bins: int | Sequence[int] | None = None,
-                 Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 10_000,
-                 iter: int = 0):
+    def __init__(
+        self,
+        nside: int,
+        pixels=None,
+        *,
+        lmax: int | None = None,
+        bins: int | Sequence[int] | None = None,
+        Cs: Sequence[float] = DEFAULT_CS,
+        max_iter: int = 10_000,
+        iter: int = 0,
+    ):
+        nside = check_nside(nside)
         if pixels is not None:  # validate now; the length fixes num_pixels
             pixels = check_patch_pixels(nside, pixels, len(pixels))
-        elif not hp.isnsideok(nside, nest=True):
-            raise ValueError(f"`nside` must be a power of 2, got {nside!r}.")
         super().__init__(Cs, max_iter)
         self.nside = nside
         self.pixels = pixels
-        self.lmax = 3 * nside - 1 if lmax is None else int(lmax)
+        self.lmax = 3 * nside - 1 if lmax is None else check_int("lmax", lmax, 0)
         self.bins = bins
         self.iter = iter
 
     def _features(self, x: np.ndarray) -> np.ndarray:
-        return power_spectrum(x, self.nside, self.pixels, lmax=self.lmax,
-                              bins=self.bins, iter=self.iter)
+        return power_spectrum(
+            x, self.nside, self.pixels, lmax=self.lmax, bins=self.bins, iter=self.iter
+        )
 
     def _repr_args(self) -> str:
         where = "patch 0" if self.pixels is None else f"{len(self.pixels)} pixels"
@@ -276,13 +283,17 @@ class HistogramClassifier(_SVMBaseline):
         True
     """
 
-    def __init__(self, bins: int = 100, *,
-                 percentiles: tuple[float, float] = (0.1, 99.9),
-                 Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 10_000):
-        if int(bins) != bins or bins < 1:
-            raise ValueError(f"`bins` must be a positive integer, got {bins!r}.")
+    def __init__(
+        self,
+        bins: int = 100,
+        *,
+        percentiles: tuple[float, float] = (0.1, 99.9),
+        Cs: Sequence[float] = DEFAULT_CS,
+        max_iter: int = 10_000,
+    ):
+        bins = check_int("bins", bins, 1)
         super().__init__(Cs, max_iter)
-        self.bins = int(bins)
+        self.bins = bins
         self.percentiles = percentiles
         self.edges: np.ndarray | None = None
 

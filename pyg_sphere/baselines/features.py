@@ -7,6 +7,7 @@ once, as an array ``x`` of shape ``[num_samples, num_pixels]`` (or
 ``[num_samples, num_pixels, 1]``, the layout of PyG node features) holding the
 patch values in nested order, as a numpy array or a torch tensor.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -14,18 +15,20 @@ from typing import Sequence
 import healpy as hp
 import numpy as np
 
+from .._validate import check_int, check_nside
+
 __all__ = ["power_spectrum", "histogram", "histogram_edges"]
 
 
 # Large inputs are scanned in blocks of rows of about this many values, so that
 # temporaries stay small (patches of nside-1024 maps reach 10^9 values).
-_BLOCK_VALUES = 2 ** 22
+_BLOCK_VALUES = 2**22
 
 
 def _row_blocks(x: np.ndarray):
     step = max(1, _BLOCK_VALUES // x.shape[1])
     for start in range(0, len(x), step):
-        yield start, x[start:start + step]
+        yield start, x[start : start + step]
 
 
 def as_samples(x, name: str = "x") -> np.ndarray:
@@ -46,11 +49,11 @@ def as_samples(x, name: str = "x") -> np.ndarray:
     if x.ndim == 3 and x.shape[2] == 1:
         x = x[:, :, 0]
     if x.ndim != 2:
-        hint = (" For a single patch use x[None] (shape [1, num_pixels])."
-                if x.ndim == 1 else "")
+        hint = " For a single patch use x[None] (shape [1, num_pixels])." if x.ndim == 1 else ""
         raise ValueError(
             f"`{name}` must have shape [num_samples, num_pixels] or "
-            f"[num_samples, num_pixels, 1], got {tuple(x.shape)}.{hint}")
+            f"[num_samples, num_pixels, 1], got {tuple(x.shape)}.{hint}"
+        )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"`{name}` is empty (shape {tuple(x.shape)}).")
     for _, block in _row_blocks(x):
@@ -60,7 +63,8 @@ def as_samples(x, name: str = "x") -> np.ndarray:
             raise ValueError(
                 f"`{name}` contains healpy.UNSEEN values: the features need fully "
                 "observed patches; restrict `pixels` (and the columns of x) to the "
-                "observed pixels.")
+                "observed pixels."
+            )
     return x
 
 
@@ -70,14 +74,14 @@ def check_patch_pixels(nside: int, pixels, num_pixels: int) -> np.ndarray:
     ``pixels=None`` means the first ``num_pixels`` nested pixels, i.e. patch 0
     of a nested split of the sphere.
     """
-    if not hp.isnsideok(nside, nest=True):
-        raise ValueError(f"`nside` must be a power of 2, got {nside!r}.")
+    nside = check_nside(nside)
     npix = hp.nside2npix(nside)
     if pixels is None:
         if num_pixels > npix:
             raise ValueError(
                 f"Patches have {num_pixels} pixels but a nside={nside} sphere has "
-                f"only {npix}: check `nside`.")
+                f"only {npix}: check `nside`."
+            )
         return np.arange(num_pixels)
     if hasattr(pixels, "detach"):
         pixels = pixels.detach().cpu().numpy()
@@ -85,23 +89,32 @@ def check_patch_pixels(nside: int, pixels, num_pixels: int) -> np.ndarray:
     if pixels.ndim != 1 or not np.issubdtype(pixels.dtype, np.integer):
         raise ValueError(
             "`pixels` must be a 1-D array of integer nested HEALPix ids, got "
-            f"shape {pixels.shape} and dtype {pixels.dtype}.")
+            f"shape {pixels.shape} and dtype {pixels.dtype}."
+        )
     if len(pixels) != num_pixels:
         raise ValueError(
             f"`pixels` has {len(pixels)} ids but the patches have {num_pixels} "
-            "values: one id per column of x is needed.")
+            "values: one id per column of x is needed."
+        )
     if pixels.min() < 0 or pixels.max() >= npix:
         raise ValueError(
             f"`pixels` must lie in [0, {npix}) for nside={nside}, got ids in "
-            f"[{pixels.min()}, {pixels.max()}].")
+            f"[{pixels.min()}, {pixels.max()}]."
+        )
     if len(np.unique(pixels)) != len(pixels):
         raise ValueError("`pixels` contains duplicate ids.")
     return pixels.astype(np.int64)
 
 
-def power_spectrum(x, nside: int, pixels=None, *, lmax: int | None = None,
-                   bins: int | Sequence[int] | None = None,
-                   iter: int = 0) -> np.ndarray:
+def power_spectrum(
+    x,
+    nside: int,
+    pixels=None,
+    *,
+    lmax: int | None = None,
+    bins: int | Sequence[int] | None = None,
+    iter: int = 0,
+) -> np.ndarray:
     r"""Power-spectrum features of HEALPix patches: :math:`\ell(\ell+1)\,C_\ell`.
 
     Each patch is placed at its pixels in an otherwise empty full-sky map (zero
@@ -144,9 +157,7 @@ def power_spectrum(x, nside: int, pixels=None, *, lmax: int | None = None,
     """
     x = as_samples(x)
     pixels = check_patch_pixels(nside, pixels, x.shape[1])
-    lmax = 3 * nside - 1 if lmax is None else int(lmax)
-    if lmax < 0:
-        raise ValueError(f"`lmax` must be >= 0, got {lmax}.")
+    lmax = 3 * nside - 1 if lmax is None else check_int("lmax", lmax, 0)
     edges = _ell_bin_edges(bins, lmax)
 
     # Writing the patch straight at its RING positions is the same as filling a
@@ -172,21 +183,27 @@ def _ell_bin_edges(bins, lmax: int) -> np.ndarray | None:
     if np.ndim(bins) == 0:
         num = int(bins)
         if num < 1 or num > lmax + 1:
-            raise ValueError(
-                f"`bins` must be between 1 and lmax + 1 = {lmax + 1}, got {bins}.")
+            raise ValueError(f"`bins` must be between 1 and lmax + 1 = {lmax + 1}, got {bins}.")
         return np.arange(num + 1, dtype=np.int64) * (lmax + 1) // num
     edges = np.asarray(bins)
-    if (edges.ndim != 1 or len(edges) < 2 or not np.issubdtype(edges.dtype, np.integer)
-            or (np.diff(edges) <= 0).any() or edges[0] < 0 or edges[-1] > lmax + 1):
+    if (
+        edges.ndim != 1
+        or len(edges) < 2
+        or not np.issubdtype(edges.dtype, np.integer)
+        or (np.diff(edges) <= 0).any()
+        or edges[0] < 0
+        or edges[-1] > lmax + 1
+    ):
         raise ValueError(
             "`bins` as edges must be increasing integers within [0, lmax + 1 = "
-            f"{lmax + 1}], at least two, got {bins!r}.")
+            f"{lmax + 1}], at least two, got {bins!r}."
+        )
     return edges.astype(np.int64)
 
 
-def histogram_edges(x, bins: int = 100,
-                    percentiles: tuple[float, float] = (0.1, 99.9),
-                    max_values: int = 2 ** 22) -> np.ndarray:
+def histogram_edges(
+    x, bins: int = 100, percentiles: tuple[float, float] = (0.1, 99.9), max_values: int = 2**22
+) -> np.ndarray:
     """Equal-width histogram bin edges spanning the range of (training) data.
 
     The range runs between two percentiles of all pixel values of ``x``, so a
@@ -211,19 +228,18 @@ def histogram_edges(x, bins: int = 100,
         array([ 0.  ,  2.75,  5.5 ,  8.25, 11.  ])
     """
     x = as_samples(x)
-    if int(bins) < 1:
-        raise ValueError(f"`bins` must be a positive integer, got {bins!r}.")
+    bins = check_int("bins", bins, 1)
     lo_q, hi_q = percentiles
     if not 0 <= lo_q < hi_q <= 100:
-        raise ValueError(
-            f"`percentiles` must satisfy 0 <= low < high <= 100, got {percentiles!r}.")
+        raise ValueError(f"`percentiles` must satisfy 0 <= low < high <= 100, got {percentiles!r}.")
     values = x.ravel()
-    values = values[::max(1, -(-values.size // max_values))]
+    values = values[:: max(1, -(-values.size // max_values))]
     lo, hi = np.percentile(values, [lo_q, hi_q])
     if not hi > lo:
         raise ValueError(
             f"The data are constant between the {lo_q} and {hi_q} percentiles "
-            f"({lo}): a histogram cannot be binned; widen `percentiles`.")
+            f"({lo}): a histogram cannot be binned; widen `percentiles`."
+        )
     return np.linspace(float(lo), float(hi), int(bins) + 1)
 
 
@@ -263,6 +279,7 @@ def histogram(x, edges) -> np.ndarray:
         which = np.searchsorted(edges, block, side="right") - 1
         np.clip(which, 0, num_bins - 1, out=which)
         which += num_bins * np.arange(len(block))[:, None]  # one bincount for all rows
-        counts[start:start + len(block)] = np.bincount(
-            which.ravel(), minlength=len(block) * num_bins).reshape(len(block), num_bins)
+        counts[start : start + len(block)] = np.bincount(
+            which.ravel(), minlength=len(block) * num_bins
+        ).reshape(len(block), num_bins)
     return counts / x.shape[1]

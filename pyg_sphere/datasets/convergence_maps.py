@@ -1,7 +1,10 @@
 """Weak-lensing convergence maps cut into nested HEALPix patches, as a PyG dataset."""
+
 from __future__ import annotations
 
+import contextlib
 import csv
+import glob
 import hashlib
 import json
 import os
@@ -15,182 +18,20 @@ import numpy as np
 import torch
 from torch_geometric.data import Data, Dataset
 
+from .._io import atomic_open, atomic_path, atomic_write_text
+from .._validate import check_choice, check_int, check_nside, check_positive
 from ..graph import healpix_graph, nested_patches
-from ..loader.shared_graph_loader import GRAPH_KEYS
+from ..graph._keys import GRAPH_KEYS
+from ._manifest import MANIFEST, SPLITS, check_split_fractions, read_manifest, where
 
-SPLITS = ('train', 'val', 'test')
-MANIFEST = 'manifest.csv'
+__all__ = ["ConvergenceMaps"]
+
 _FORMAT_VERSION = 1
-_FITS_SUFFIXES = ('.fits', '.fit', '.fits.gz', '.fit.gz')
-_NPY_SUFFIXES = ('.npy', '.npz')
-
-
-def _where(row: dict) -> str:
-    """Names a manifest row in error messages."""
-    return f"'{row['file']}' (raw/{MANIFEST} line {row['line']})"
-
-
-def _is_pow2(n) -> bool:
-    return (isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
-            and n & (n - 1) == 0)
-
-
-def _read_manifest(path: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                  split_seed: int = 0) -> list[dict]:
-    """Reads and validates ``raw/manifest.csv``; assigns a split to every map.
-
-    Columns: ``file`` and ``label`` (required), ``omega_m``, ``sigma_8``, ``split`` (optional;
-    other columns are ignored). Without a ``split`` column, maps are split per class with a
-    seeded permutation in the proportions ``split_fractions`` (train, val, test).
-
-    Returns:
-        One dict per map, in manifest order, with keys ``file``, ``line`` (line number in the
-        file, header = 1), ``label`` (int), ``omega_m``, ``sigma_8`` (float, NaN when absent)
-        and ``split``.
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f"{path} not found: put the maps in {osp.dirname(path)} with a {MANIFEST} listing "
-            "them (header: file,label[,omega_m,sigma_8,split])")
-    with open(path, newline='') as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in ('file', 'label') if c not in header]
-        if missing:
-            raise ValueError(
-                f"{path}: the header must name the columns 'file' and 'label' (optional: omega_m, "
-                f"sigma_8, split), found {header}; missing {missing}")
-        reader.fieldnames = header
-        raw_rows = [(i + 2, {k: (v or '').strip() for k, v in r.items() if k is not None})
-                    for i, r in enumerate(reader)]
-    if not raw_rows:
-        raise ValueError(f"{path} lists no maps: add one row per map (file,label,...)")
-
-    rows, seen = [], {}
-    for line, r in raw_rows:
-        row = {'file': r['file'], 'line': line}
-        if not row['file']:
-            raise ValueError(f"raw/{MANIFEST} line {line}: empty 'file' entry")
-        if row['file'] in seen:
-            raise ValueError(f"{_where(row)} is listed twice (also on line {seen[row['file']]}): "
-                             "each map may appear once, or its patches could land in two splits")
-        seen[row['file']] = line
-        label = r.get('label', '')
-        if label == '':
-            raise ValueError(f"{_where(row)}: missing label; give every map its integer class")
-        try:
-            row['label'] = int(label)
-        except ValueError:
-            raise ValueError(f"{_where(row)}: label {label!r} is not an integer class id") from None
-        for key in ('omega_m', 'sigma_8'):
-            value = r.get(key, '')
-            try:
-                row[key] = float(value) if value != '' else float('nan')
-            except ValueError:
-                raise ValueError(f"{_where(row)}: {key} {value!r} is not a number") from None
-        if 'split' in header:
-            if r['split'] not in SPLITS:
-                raise ValueError(f"{_where(row)}: split {r['split']!r} is not one of {SPLITS}")
-            row['split'] = r['split']
-        rows.append(row)
-
-    if 'split' not in header:
-        fractions = np.asarray(split_fractions, dtype=float)
-        rng = np.random.default_rng(split_seed)
-        for label in sorted({r['label'] for r in rows}):
-            members = [r for r in rows if r['label'] == label]
-            n = len(members)
-            n_val, n_test = (int(round(f * n)) for f in fractions[1:])
-            n_test = min(n_test, n)
-            n_val = min(n_val, n - n_test)
-            names = ['test'] * n_test + ['val'] * n_val + ['train'] * (n - n_test - n_val)
-            for r, i in zip(members, rng.permutation(n)):
-                r['split'] = names[i]
-    return rows
-
-
-def _read_map(path: str, row: dict, npy_nest: bool = False) -> tuple[np.ndarray, bool]:
-    """Reads one full-sky or partial HEALPix map.
-
-    FITS goes through healpy and keeps the ordering of its ``ORDERING`` keyword; ``.npy`` holds
-    one 1-D array and ``.npz`` a single array (or one named ``map``), in the ordering given by
-    ``npy_nest``. Unobserved pixels are expected as ``healpy.UNSEEN``.
-
-    Returns:
-        ``(m, nest)``: the map as float64 [12 nside^2] and whether it is nested.
-    """
-    name = row['file'].lower()
-    if not osp.isfile(path):
-        raise FileNotFoundError(f"{_where(row)}: file not found at {path}")
-    if name.endswith(_FITS_SUFFIXES):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')  # astropy's truncation warning; we raise instead
-                m, header = hp.read_map(path, nest=None, h=True)
-        except Exception as e:
-            raise ValueError(
-                f"{_where(row)} could not be read as a HEALPix FITS map ({type(e).__name__}: {e}); "
-                "the file is probably truncated or corrupt: write it again, e.g. with "
-                "healpy.write_map") from e
-        ordering = str(dict(header).get('ORDERING', 'RING')).strip().upper()
-        nest = ordering.startswith('NEST')
-    elif name.endswith(_NPY_SUFFIXES):
-        try:
-            m = np.load(path, allow_pickle=False)
-            if isinstance(m, np.lib.npyio.NpzFile):
-                with m:
-                    keys = list(m.keys())
-                    if len(keys) != 1 and 'map' not in keys:
-                        raise ValueError(f"holds arrays {keys}: keep one, or name the map 'map'")
-                    m = m['map' if 'map' in keys else keys[0]]
-        except Exception as e:
-            raise ValueError(f"{_where(row)} could not be read as a numpy map "
-                             f"({type(e).__name__}: {e})") from e
-        nest = bool(npy_nest)
-    else:
-        raise ValueError(f"{_where(row)}: unsupported file type; use FITS "
-                         f"({', '.join(_FITS_SUFFIXES)}) or numpy (.npy, .npz)")
-    m = np.asarray(m)
-    if m.ndim != 1 or not hp.isnpixok(m.size):
-        raise ValueError(
-            f"{_where(row)}: a HEALPix map has 12*nside^2 values (nside a power of 2), "
-            f"got shape {tuple(m.shape)}")
-    if not np.issubdtype(m.dtype, np.number):
-        raise ValueError(f"{_where(row)}: map values have dtype {m.dtype}, expected numbers")
-    m = m.astype(np.float64)
-    if not np.isfinite(m).all():
-        bad = int((~np.isfinite(m)).sum())
-        raise ValueError(f"{_where(row)}: {bad} pixels are NaN or infinite; mark unobserved pixels "
-                         "with healpy.UNSEEN instead")
-    return m, nest
-
-
-def _prepare_map(m: np.ndarray, nest: bool, nside: int,
-                smoothing_arcmin: Optional[float] = None) -> np.ndarray:
-    """Mean removal, optional Gaussian smoothing, resampling to ``nside`` and nested ordering.
-
-    Unobserved (``UNSEEN``) pixels stay ``UNSEEN``: the mean is taken over observed pixels and
-    smoothing runs on the map with unobserved pixels set to 0 (the mean), then masks them again.
-
-    Shapes:
-        - **input:** m [12 nside_in^2] float64 in ring (``nest=False``) or nested ordering
-        - **output:** [12 nside^2] float64, nested
-    """
-    bad = hp.mask_bad(m)
-    if bad.all():
-        raise ValueError("the map has no observed pixels (all UNSEEN)")
-    m = m - m[~bad].mean()
-    m[bad] = 0.0
-    if smoothing_arcmin:
-        # No download: healpy's pixel weights and window functions are never used here.
-        m = hp.smoothing(m, fwhm=np.radians(smoothing_arcmin / 60.0), nest=nest,
-                         use_pixel_weights=False)
-    m[bad] = hp.UNSEEN
-    if hp.npix2nside(m.size) != nside:
-        m = hp.ud_grade(m, nside, order_in='NEST' if nest else 'RING', order_out='NEST')
-    elif not nest:
-        m = hp.reorder(m, r2n=True)
-    return m
+_FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
+_NPY_SUFFIXES = (".npy", ".npz")
+_FIELDS = ("y", "omega_m", "sigma_8", "map_id", "patch_id")  # per-sample fields, in order
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class ConvergenceMaps(Dataset):
@@ -207,44 +48,32 @@ class ConvergenceMaps(Dataset):
     Splits are always by map: the patches of one map never appear in two splits. Unobserved
     pixels are ``healpy.UNSEEN``.
 
-    **Processing**, done once and cached in ``root/processed/<name from the options>/``: per map,
-    remove the mean (over observed pixels), optionally smooth with a Gaussian beam, ``ud_grade``
-    to ``nside``, convert to nested ordering and cut into patches. A patch is kept when at least
-    ``min_observed`` of its pixels are observed (default 1.0: patches touching the mask are
-    dropped, so no sample mixes sky and fill values); its unobserved pixels are set to 0 (the
-    removed mean). Maps are processed one at a time into a float32 memory-mapped ``.npy`` per
-    split, so collections larger than RAM are processed and read without loading them. Every
-    file is written under a temporary name and renamed; ``meta.json`` comes last and marks the
-    directory complete, so an interrupted run leaves nothing that loads and the next run redoes
-    it. Other options, or another ``pre_transform``/``pre_filter``, give another directory; if
-    ``manifest.csv`` or a raw file changed since processing, a warning is issued and the data is
-    processed again.
-
-    **One graph for all patches.** Items carry no ``edge_index``: every sample uses
-    :attr:`graph`, the graph of patch 0, as DeepSphere did. In nested ordering the local index
-    ``p - patch_id * N`` is the same quadtree position in every patch, so patch 0's graph links
-    the same relative neighbours everywhere; what it misses is the distortion of the HEALPix
-    faces. Measured with ``benchmarks/bench_loader.py`` (nside 64, k = 8; see
-    ``docs/benchmarks.md``): the other polar patches have patch 0's graph up to ties, but the
-    equatorial and southern patches' own graphs share only 75-87% of its edges (order 1), and
-    their normalized Laplacians applied to a simulated patch differ from patch 0's by about 20%. One
-    graph is still the better choice here: (1) patch positions are the same for every map and
-    class, so the per-position distortion is a fixed nuisance, identical in training and test,
-    that carries no label information; (2) one graph lets a batch mix positions as
-    x [B, N, F] on one cached Laplacian (:class:`~pyg_sphere.loader.SharedGraphLoader`), where
-    per-position graphs cost :math:`12 o^2` graphs (as much memory as the full-sphere graph)
-    and batches grouped by position. For geometry-exact filtering of patch ``j``, its own
-    graph is ``healpix_graph(nside, dataset.patch_pixels(j))`` (the induced subgraph of the
-    full sphere), usable with PyG's ``DataLoader``.
+    **Processing**, done once and cached in ``root/processed/<folder named by the options>/``:
+    per map, remove the mean (over observed pixels), optionally smooth with a Gaussian beam,
+    ``ud_grade`` to ``nside``, convert to nested ordering and cut into patches. A patch is kept
+    when at least ``min_observed`` of its pixels are observed; its unobserved pixels are set to 0
+    (the removed mean). Patches go into a float32 memory-mapped ``.npy`` per split, so
+    collections larger than RAM are processed and read without loading them. Other options, or
+    another ``pre_transform``/``pre_filter`` (told apart by their ``repr``, or by ``name``), give
+    another folder; if ``manifest.csv`` or a raw file changed since processing, a warning is
+    issued and the data is processed again. See ``docs/data.md`` for the layout, the processing
+    and why every sample shares one graph.
 
     Each item is a :class:`~torch_geometric.data.Data` with ``x`` (the patch's pixel values in
     nested order), ``y`` (class), ``omega_m``, ``sigma_8``, ``map_id`` (row of the map in the
     manifest, 0-based) and ``patch_id`` (the sample's HEALPix ids are
-    ``patch_id * N + arange(N)``). With ``attach_graph=True`` every item also carries the shared
+    ``patch_id * N + arange(N)``). Items carry no ``edge_index``: every sample uses
+    :attr:`graph`, the graph of patch 0 (:class:`~pyg_sphere.loader.SharedGraphLoader` batches
+    them as x [B, N, F] on it). With ``attach_graph=True`` every item also carries the shared
     graph's ``edge_index``, ``edge_weight``, ``pixels`` and parameters (``nside``, ``nest``,
-    ``k``, ``kernel_width``, ``variant``, ``lambda_max``; the same tensors, not copies), so
-    PyG's standard :class:`~torch_geometric.loader.DataLoader` batches
-    it as a disjoint union that works with every PyG layer.
+    ``num_neighbors``, ``kernel_width``, ``variant``, ``lambda_max``; the same tensors, not
+    copies), so PyG's standard :class:`~torch_geometric.loader.DataLoader` batches it as a
+    disjoint union that works with every PyG layer.
+
+    The arguments come in groups: what to read (``root``, ``nside``, ``order``, ``split``), how
+    to process it (``smoothing_arcmin`` to ``name``: each combination is processed once, into its
+    own folder) and the shared graph (``num_neighbors``, ``graph_kwargs``, ``attach_graph``: not
+    part of the processed data).
 
     Args:
         root (str): Directory holding ``raw/`` (input) and ``processed/`` (cache).
@@ -258,25 +87,34 @@ class ConvergenceMaps(Dataset):
         npy_nest (bool): Ordering of ``.npy``/``.npz`` maps (FITS say it in their header).
             (default: ``False``, ring)
         min_observed (float): Smallest fraction of observed pixels for a patch to be kept.
-            (default: 1.0)
+            (default: 1.0: patches touching the mask are dropped, so no sample mixes sky and
+            fill values)
         split_fractions (tuple): (train, val, test) fractions of the maps of each class when the
             manifest has no ``split`` column. (default: ``(0.8, 0.1, 0.1)``)
         split_seed (int): Seed of that split. (default: 0)
-        k (int): Neighbours per pixel of the shared graph. (default: 8)
+        pre_transform, pre_filter (callable, optional): As in
+            :class:`~torch_geometric.data.Dataset`: they see each patch during processing as it
+            would be served; ``pre_transform`` may change the values of ``x`` (keeping its shape
+            [N, 1]), other changes are not stored. Their ``repr`` names the processed folder, so
+            it must be stable (e.g. a :class:`~torch_geometric.transforms.BaseTransform`); for
+            a lambda or a plain function, pass ``name``.
+        name (str, optional): Names the processed variant (letters, digits, ``.``, ``_``,
+            ``-``); it goes into the folder name. Needed when ``pre_transform`` or
+            ``pre_filter`` has no stable ``repr``. (default: ``None``)
+        num_neighbors (int): Neighbours per pixel of the shared graph. (default: 8)
         graph_kwargs (dict, optional): Further arguments of
             :func:`~pyg_sphere.healpix_graph` for the shared graph (``variant``,
             ``kernel_width``, ``cache_dir``).
         attach_graph (bool): Attach the shared graph to every item, for PyG's ``DataLoader``.
             (default: ``False``)
-        transform, pre_transform, pre_filter, log, force_reload: As in
-            :class:`~torch_geometric.data.Dataset`. ``pre_filter`` and ``pre_transform`` see each
-            patch during processing as it would be served; ``pre_transform`` may change the
-            values of ``x`` (keeping its shape [N, 1]), other changes are not stored.
+        transform, log, force_reload: As in :class:`~torch_geometric.data.Dataset`.
+        k (int, optional): Deprecated name of ``num_neighbors``.
 
     Shapes:
         - **item:** x [N, 1] float32 with :math:`N = (nside / o)^2`, y [1] int64,
           omega_m [1], sigma_8 [1] float32, map_id [1], patch_id [1] int64
         - **graph:** edge_index [2, E], edge_weight [E], pixels [N]
+        - **labels:** [len(dataset)] int64
 
     Example::
 
@@ -295,6 +133,8 @@ class ConvergenceMaps(Dataset):
         (24, 2)
         >>> train[0]
         Data(x=[16, 1], y=[1], omega_m=[1], sigma_8=[1], map_id=[1], patch_id=[1])
+        >>> train.labels.bincount().tolist()
+        [12, 12]
         >>> train.graph.num_nodes
         16
     """
@@ -304,85 +144,83 @@ class ConvergenceMaps(Dataset):
         root: str,
         nside: Optional[int] = None,
         order: int = 1,
-        split: str = 'train',
+        split: str = "train",
         *,
         smoothing_arcmin: Optional[float] = None,
         npy_nest: bool = False,
         min_observed: float = 1.0,
         split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
-        k: int = 8,
+        pre_transform: Optional[Callable] = None,
+        pre_filter: Optional[Callable] = None,
+        name: Optional[str] = None,
+        num_neighbors: int = 8,
         graph_kwargs: Optional[dict] = None,
         attach_graph: bool = False,
         transform: Optional[Callable] = None,
-        pre_transform: Optional[Callable] = None,
-        pre_filter: Optional[Callable] = None,
         log: bool = True,
         force_reload: bool = False,
+        k: Optional[int] = None,
     ) -> None:
-        if nside is not None and not (_is_pow2(nside) and nside <= 2**29):
-            raise ValueError(f"nside must be a power of 2 (or None for the maps' own), "
-                             f"got {nside!r}")
-        if not _is_pow2(order) or (nside is not None and order > nside):
-            raise ValueError(f"order must be a power of 2 no larger than nside, got {order!r}")
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if smoothing_arcmin is not None and not smoothing_arcmin > 0:
-            raise ValueError(f"smoothing_arcmin must be positive or None, got {smoothing_arcmin!r}")
-        if not 0.0 < min_observed <= 1.0:
-            raise ValueError(f"min_observed must be in (0, 1], got {min_observed!r}")
-        fractions = tuple(float(f) for f in split_fractions)
-        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-            raise ValueError("split_fractions must be three non-negative (train, val, test) "
-                             f"fractions summing to 1, got {split_fractions!r}")
-        self.split = split
-        self.k = k
+        if k is not None:
+            warnings.warn(
+                "ConvergenceMaps(k=...) is deprecated: use num_neighbors=", FutureWarning, 2
+            )
+            num_neighbors = k
+        self.split = check_choice("split", split, SPLITS)
+        self.num_neighbors = check_int("num_neighbors", num_neighbors, 1)
         self.graph_kwargs = dict(graph_kwargs or {})
-        self.attach_graph = attach_graph
-        self.options = {
-            'format': _FORMAT_VERSION, 'nside': nside, 'order': order,
-            'smoothing_arcmin': smoothing_arcmin, 'npy_nest': bool(npy_nest),
-            'min_observed': float(min_observed), 'split_fractions': fractions,
-            'split_seed': int(split_seed),
-            'pre_transform': _repr(pre_transform), 'pre_filter': _repr(pre_filter),
-        }
+        self.attach_graph = bool(attach_graph)
+        self.options = _processing_options(
+            nside, order, smoothing_arcmin, npy_nest, min_observed, split_fractions, split_seed
+        )
+        self.options.update(_variant(pre_transform, pre_filter, name))
         digest = hashlib.sha1(json.dumps(self.options, sort_keys=True).encode()).hexdigest()[:10]
-        self._name = f"nside{nside or 'native'}_order{order}_{digest}"
+        label = "" if name is None else f"{name}_"
+        self._name = f"nside{nside or 'native'}_order{order}_{label}{digest}"
         self._samples = None
         self._graph = None
-        root = osp.expanduser(root)
-        self.root = root  # PyG sets it again; needed here for the staleness check
+        self.root = osp.expanduser(root)  # PyG sets it again; needed for the staleness check
         if not force_reload and self._raw_changed():
-            warnings.warn(f"the raw data in {self.raw_dir} changed since it was processed into "
-                          f"{self.processed_dir}: processing it again", stacklevel=2)
+            warnings.warn(
+                f"the raw data in {self.raw_dir} changed since it was processed into "
+                f"{self.processed_dir}: processing it again",
+                stacklevel=2,
+            )
             force_reload = True
-        super().__init__(root, transform, pre_transform, pre_filter, log, force_reload)
+        super().__init__(self.root, transform, pre_transform, pre_filter, log, force_reload)
         self._load()
 
-    # ----- PyG Dataset interface ------------------------------------------------------------
+    # ----- PyG Dataset interface --------------------------------------------------------------
     @property
     def raw_file_names(self) -> list[str]:
         return [MANIFEST]
 
     @property
     def processed_dir(self) -> str:
-        return osp.join(self.root, 'processed', self._name)
+        return osp.join(self.root, "processed", self._name)
 
     @property
     def processed_file_names(self) -> list[str]:
-        return [f'{s}.npy' for s in SPLITS] + ['samples.npz', 'meta.json']
+        return [f"{s}.npy" for s in SPLITS] + ["samples.npz", "meta.json"]
 
     def len(self) -> int:
         return len(self._y)
 
     def get(self, idx: int) -> Data:
         if self._samples is None:  # opened lazily: a memmap must not be pickled to workers
-            self._samples = np.load(osp.join(self.processed_dir, f'{self.split}.npy'),
-                                    mmap_mode='r')
+            path = osp.join(self.processed_dir, f"{self.split}.npy")
+            self._samples = np.load(path, mmap_mode="r")
         x = torch.from_numpy(np.array(self._samples[idx])).unsqueeze(-1)
         s = slice(idx, idx + 1)
-        data = Data(x=x, y=self._y[s], omega_m=self._omega_m[s], sigma_8=self._sigma_8[s],
-                    map_id=self._map_id[s], patch_id=self._patch_id[s])
+        data = Data(
+            x=x,
+            y=self._y[s],
+            omega_m=self._omega_m[s],
+            sigma_8=self._sigma_8[s],
+            map_id=self._map_id[s],
+            patch_id=self._patch_id[s],
+        )
         if self.attach_graph:
             graph = self.graph
             for key in GRAPH_KEYS:
@@ -392,23 +230,25 @@ class ConvergenceMaps(Dataset):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state['_samples'] = None
+        state["_samples"] = None
         return state
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}({len(self)}, split='{self.split}', nside={self.nside}, "
-                f"order={self.order})")
+        return (
+            f"{self.__class__.__name__}({len(self)}, split='{self.split}', nside={self.nside}, "
+            f"order={self.order})"
+        )
 
     # ----- properties -------------------------------------------------------------------------
     @property
     def nside(self) -> int:
         """Resolution of the processed maps."""
-        return self.meta['nside']
+        return self.meta["nside"]
 
     @property
     def order(self) -> int:
         """Patch order :math:`o`."""
-        return self.meta['order']
+        return self.meta["order"]
 
     @property
     def num_patches(self) -> int:
@@ -423,208 +263,435 @@ class ConvergenceMaps(Dataset):
     @property
     def num_classes(self) -> int:
         """Number of distinct labels in the whole collection (all splits)."""
-        return len(self.meta['classes'])
+        return len(self.meta["classes"])
 
     @property
     def num_node_features(self) -> int:
         return 1
 
     @property
+    def labels(self) -> torch.Tensor:
+        """The class of every sample of the dataset, int64 [len(dataset)] (a copy; it follows
+        the indices of a subset such as ``dataset[:10]`` or ``dataset.shuffle()``), e.g. to
+        count classes or stratify without reading the patches."""
+        if self._indices is None:
+            return self._y.clone()
+        return self._y[torch.as_tensor(self.indices(), dtype=torch.long)]
+
+    @property
     def files(self) -> list[str]:
         """Raw file of every map, indexed by ``map_id``."""
-        return self.meta['files']
+        return self.meta["files"]
 
     @property
     def map_std(self) -> float:
         """Standard deviation of the processed training maps' observed pixels (of all maps if
         there are no training maps): the unit of :class:`~pyg_sphere.transforms.AddGaussianNoise`'s
         relative noise level, the same for every split."""
-        return self.meta['map_std']
+        return self.meta["map_std"]
 
     @property
     def graph(self) -> Data:
         """The graph shared by all samples: :func:`~pyg_sphere.healpix_graph` of patch 0
-        (nested, ``k`` neighbours), built on first use and memoised."""
+        (nested, :attr:`num_neighbors` neighbours), built on first use and memoised."""
         if self._graph is None:
             pixels = nested_patches(self.nside, self.order)[0]
-            self._graph = healpix_graph(self.nside, pixels, k=self.k, nest=True,
-                                        **self.graph_kwargs)
+            self._graph = healpix_graph(
+                self.nside,
+                pixels,
+                num_neighbors=self.num_neighbors,
+                nest=True,
+                **self.graph_kwargs,
+            )
         return self._graph
 
     def patch_pixels(self, patch_id: int) -> torch.Tensor:
         """Nested HEALPix ids (at :attr:`nside`) of the pixels of patch ``patch_id``, [N]."""
         return nested_patches(self.nside, self.order)[patch_id]
 
-    # ----- processing ---------------------------------------------------------------------------
+    # ----- staleness ----------------------------------------------------------------------------
     def _fingerprint(self) -> Optional[dict]:
         """Content hash of the manifest and size/mtime of every raw file it lists."""
         path = osp.join(self.raw_dir, MANIFEST)
         if not osp.isfile(path):
             return None
-        with open(path, 'rb') as f:
+        with open(path, "rb") as f:
             content = f.read()
         stats = {}
-        with open(path, newline='') as f:
+        with open(path, newline="") as f:
             for r in csv.DictReader(f):
-                name = (r.get('file') or '').strip()
+                name = (r.get("file") or "").strip()
                 full = osp.join(self.raw_dir, name)
                 if name and osp.isfile(full):
                     st = os.stat(full)
                     stats[name] = [st.st_size, st.st_mtime_ns]
-        return {'manifest_sha1': hashlib.sha1(content).hexdigest(), 'files': stats}
+        return {"manifest_sha1": hashlib.sha1(content).hexdigest(), "files": stats}
 
     def _raw_changed(self) -> bool:
-        meta = osp.join(self.processed_dir, 'meta.json')
+        meta = osp.join(self.processed_dir, "meta.json")
         if not osp.isfile(meta):
             return False
         fingerprint = self._fingerprint()
         if fingerprint is None:  # raw data removed: keep using the processed copy
             return False
         with open(meta) as f:
-            return json.load(f).get('raw') != fingerprint
+            return json.load(f).get("raw") != fingerprint
 
+    # ----- processing: read, prepare, write -----------------------------------------------------
     def process(self) -> None:
         out = self.processed_dir
-        marker = osp.join(out, 'meta.json')
-        if osp.exists(marker):  # invalidate first: from here on nothing loads until we finish
-            os.remove(marker)
-        opts = self.options
+        _invalidate(out)  # from here on nothing loads until meta.json is written again
         fingerprint = self._fingerprint()
-        rows = _read_manifest(osp.join(self.raw_dir, MANIFEST), opts['split_fractions'],
-                             opts['split_seed'])
-        for row in rows:  # fail on a missing file before spending time on the others
-            if not osp.isfile(osp.join(self.raw_dir, row['file'])):
-                raise FileNotFoundError(f"{_where(row)}: file not found in {self.raw_dir}")
-
-        order, nside = opts['order'], opts['nside']
-        n_maps = {s: sum(r['split'] == s for r in rows) for s in SPLITS}
-        parts = {s: osp.join(out, f'{s}.npy.part') for s in SPLITS}
-        arrays, count, fields = {}, dict.fromkeys(SPLITS, 0), {s: [] for s in SPLITS}
-        acc = {s: np.zeros(3) for s in SPLITS}  # count, sum, sum of squares of observed pixels
-        native = None
-        try:
+        rows = self._read_rows()
+        maps_per_split = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
+        with contextlib.ExitStack() as stack:  # temporaries renamed on success, else removed
+            writer = _SplitWriter(out, maps_per_split, stack)
+            first, nside = None, None
             for map_id, row in enumerate(rows):
-                m, nest = _read_map(osp.join(self.raw_dir, row['file']), row, opts['npy_nest'])
-                map_nside = hp.npix2nside(m.size)
-                if nside is None:
-                    native = native or (map_nside, row)
-                    if map_nside != native[0]:
-                        raise ValueError(
-                            f"maps of different nside without a target nside: {_where(row)} has "
-                            f"nside {map_nside}, {_where(native[1])} has {native[0]}; pass nside= "
-                            "to resample all maps to one resolution")
-                target = nside or map_nside
-                if order > target:
-                    raise ValueError(f"order {order} is larger than the nside {target} of "
-                                     f"{_where(row)}")
-                if not arrays:  # patch size known from here on
-                    patches = nested_patches(target, order).numpy()
-                    for s in SPLITS:
-                        arrays[s] = np.lib.format.open_memmap(
-                            parts[s], mode='w+', dtype=np.float32,
-                            shape=(n_maps[s] * patches.shape[0], patches.shape[1]))
-                try:
-                    m = _prepare_map(m, nest, target, opts['smoothing_arcmin'])
-                except ValueError as e:
-                    raise ValueError(f"{_where(row)}: {e}") from e
-                values = m[patches]
-                observed = values != hp.UNSEEN
-                values[~observed] = 0.0
-                s = row['split']
-                for patch_id in range(len(values)):
-                    if observed[patch_id].mean() < opts['min_observed']:
-                        continue
-                    x = values[patch_id]
-                    if self.pre_filter is not None or self.pre_transform is not None:
-                        x = self._pre(x, row, map_id, patch_id)
-                        if x is None:
-                            continue
-                    arrays[s][count[s]] = x
-                    count[s] += 1
-                    fields[s].append((row['label'], row['omega_m'], row['sigma_8'], map_id,
-                                      patch_id))
-                    v = x[observed[patch_id]]
-                    acc[s] += (v.size, v.sum(), np.square(v).sum())
+                m, nest = _read_map(
+                    osp.join(self.raw_dir, row["file"]), row, self.options["npy_nest"]
+                )
+                first = first or (hp.npix2nside(m.size), row)
+                nside = self._target_nside(hp.npix2nside(m.size), row, first)
+                self._add_map(writer, m, nest, nside, row, map_id)
+            writer.close()
+        writer.write_samples(osp.join(out, "samples.npz"))
+        meta = {
+            "options": self.options,
+            "raw": fingerprint,
+            "nside": int(nside),
+            "order": self.options["order"],
+            "files": [r["file"] for r in rows],
+            "classes": sorted({r["label"] for r in rows}),
+            "num_samples": writer.count,
+            "map_std": writer.map_std(),
+        }
+        atomic_write_text(osp.join(out, "meta.json"), json.dumps(meta, indent=1))  # last
 
-            total = acc['train'] if acc['train'][0] > 0 else sum(acc.values())
-            if total[0] == 0:
-                raise ValueError("no patch was kept: every patch has unobserved pixels or was "
-                                 "dropped by pre_filter; lower min_observed")
-            mean = total[1] / total[0]
-            std = float(np.sqrt(max(total[2] / total[0] - mean**2, 0.0)))
+    def _read_rows(self) -> list[dict]:
+        """The manifest's rows; fails on a missing file before any map is processed."""
+        rows = read_manifest(
+            osp.join(self.raw_dir, MANIFEST),
+            self.options["split_fractions"],
+            self.options["split_seed"],
+        )
+        for row in rows:
+            if not osp.isfile(osp.join(self.raw_dir, row["file"])):
+                raise FileNotFoundError(f"{where(row)}: file not found in {self.raw_dir}")
+        return rows
 
-            samples = {}
-            for s in SPLITS:
-                arr = arrays.pop(s)
-                if count[s] < len(arr):  # patches were dropped: copy into an exact-size file
-                    arr = _shrink(arr, count[s], parts[s])
-                arr.flush()
-                del arr
-                os.replace(parts[s], osp.join(out, f'{s}.npy'))
-                f = np.array(fields[s], dtype=np.float64).reshape(-1, 5)
-                samples.update({f'{s}_y': f[:, 0].astype(np.int64), f'{s}_omega_m': f[:, 1],
-                                f'{s}_sigma_8': f[:, 2], f'{s}_map_id': f[:, 3].astype(np.int64),
-                                f'{s}_patch_id': f[:, 4].astype(np.int64)})
-            with open(osp.join(out, 'samples.npz.part'), 'wb') as fh:
-                np.savez(fh, **samples)
-            os.replace(osp.join(out, 'samples.npz.part'), osp.join(out, 'samples.npz'))
+    def _target_nside(self, map_nside: int, row: dict, first: tuple) -> int:
+        """The nside a map is resampled to; checks it against the patch order and, without a
+        target nside, against the first map's."""
+        nside, order = self.options["nside"], self.options["order"]
+        if nside is None and map_nside != first[0]:
+            raise ValueError(
+                f"maps of different nside without a target nside: {where(row)} has "
+                f"nside {map_nside}, {where(first[1])} has {first[0]}; pass nside= "
+                "to resample all maps to one resolution"
+            )
+        target = nside or map_nside
+        if order > target:
+            raise ValueError(f"order {order} is larger than the nside {target} of {where(row)}")
+        return target
 
-            meta = {
-                'options': opts, 'raw': fingerprint, 'nside': int(nside or native[0]),
-                'order': order, 'files': [r['file'] for r in rows],
-                'classes': sorted({r['label'] for r in rows}),
-                'num_samples': count, 'map_std': std,
-            }
-            with open(marker + '.part', 'w') as fh:
-                json.dump(meta, fh, indent=1)
-            os.replace(marker + '.part', marker)  # last: marks the directory complete
-        finally:
-            arrays.clear()
-            for path in list(parts.values()) + [osp.join(out, 'samples.npz.part')]:
-                if osp.exists(path):
-                    os.remove(path)
+    def _add_map(self, writer, m: np.ndarray, nest: bool, nside: int, row: dict, map_id: int):
+        """Prepares one map, cuts it into patches and hands the kept ones to :obj:`writer`."""
+        try:
+            m = _prepare_map(m, nest, nside, self.options["smoothing_arcmin"])
+        except ValueError as e:
+            raise ValueError(f"{where(row)}: {e}") from e
+        values = m[writer.patches(nside, self.options["order"])]
+        observed = values != hp.UNSEEN
+        values[~observed] = 0.0
+        for patch_id, (x, seen) in enumerate(zip(values, observed)):
+            if seen.mean() < self.options["min_observed"]:
+                continue
+            if self.pre_filter is not None or self.pre_transform is not None:
+                x = self._pre(x, row, map_id, patch_id)
+                if x is None:
+                    continue
+            fields = (row["label"], row["omega_m"], row["sigma_8"], map_id, patch_id)
+            writer.add(row["split"], x, seen, fields)
 
     def _pre(self, x: np.ndarray, row: dict, map_id: int, patch_id: int) -> Optional[np.ndarray]:
         """Runs ``pre_filter``/``pre_transform`` on one patch; ``None`` drops it."""
         n = len(x)
-        data = Data(x=torch.from_numpy(x.astype(np.float32)).unsqueeze(-1),
-                    y=torch.tensor([row['label']]),
-                    omega_m=torch.tensor([row['omega_m']], dtype=torch.float32),
-                    sigma_8=torch.tensor([row['sigma_8']], dtype=torch.float32),
-                    map_id=torch.tensor([map_id]), patch_id=torch.tensor([patch_id]))
+        data = Data(
+            x=torch.from_numpy(x.astype(np.float32)).unsqueeze(-1),
+            y=torch.tensor([row["label"]]),
+            omega_m=torch.tensor([row["omega_m"]], dtype=torch.float32),
+            sigma_8=torch.tensor([row["sigma_8"]], dtype=torch.float32),
+            map_id=torch.tensor([map_id]),
+            patch_id=torch.tensor([patch_id]),
+        )
         if self.pre_filter is not None and not self.pre_filter(data):
             return None
         if self.pre_transform is not None:
             data = self.pre_transform(data)
             if tuple(data.x.shape) != (n, 1):
-                raise ValueError(f"pre_transform must keep x of shape [{n}, 1], "
-                                 f"got {list(data.x.shape)}")
+                raise ValueError(
+                    f"pre_transform must keep x of shape [{n}, 1], got {list(data.x.shape)}"
+                )
         return data.x.detach().cpu().numpy()[:, 0]
 
     def _load(self) -> None:
-        with open(osp.join(self.processed_dir, 'meta.json')) as f:
+        with open(osp.join(self.processed_dir, "meta.json")) as f:
             self.meta = json.load(f)
         s = self.split
-        with np.load(osp.join(self.processed_dir, 'samples.npz')) as z:
-            self._y = torch.from_numpy(z[f'{s}_y'])
-            self._omega_m = torch.from_numpy(z[f'{s}_omega_m'].astype(np.float32))
-            self._sigma_8 = torch.from_numpy(z[f'{s}_sigma_8'].astype(np.float32))
-            self._map_id = torch.from_numpy(z[f'{s}_map_id'])
-            self._patch_id = torch.from_numpy(z[f'{s}_patch_id'])
+        with np.load(osp.join(self.processed_dir, "samples.npz")) as z:
+            self._y = torch.from_numpy(z[f"{s}_y"])
+            self._omega_m = torch.from_numpy(z[f"{s}_omega_m"].astype(np.float32))
+            self._sigma_8 = torch.from_numpy(z[f"{s}_sigma_8"].astype(np.float32))
+            self._map_id = torch.from_numpy(z[f"{s}_map_id"])
+            self._patch_id = torch.from_numpy(z[f"{s}_patch_id"])
+
+
+# ----- options ----------------------------------------------------------------------------------
+def _processing_options(
+    nside, order, smoothing_arcmin, npy_nest, min_observed, split_fractions, split_seed
+) -> dict:
+    """Validates the options that shape the processed data; returns them as a JSON-able dict
+    (its hash names the processed folder)."""
+    if nside is not None:
+        nside = check_nside(nside)
+    order = check_nside(order, name="order")
+    if nside is not None and order > nside:
+        raise ValueError(f"order must be a power of 2 no larger than nside ({nside}), got {order}")
+    if smoothing_arcmin is not None:
+        smoothing_arcmin = check_positive("smoothing_arcmin", smoothing_arcmin)
+    if not 0.0 < min_observed <= 1.0:
+        raise ValueError(f"min_observed must be in (0, 1], got {min_observed!r}")
+    return {
+        "format": _FORMAT_VERSION,
+        "nside": nside,
+        "order": order,
+        "smoothing_arcmin": smoothing_arcmin,
+        "npy_nest": bool(npy_nest),
+        "min_observed": float(min_observed),
+        "split_fractions": check_split_fractions(split_fractions),
+        "split_seed": check_int("split_seed", split_seed, 0),
+    }
+
+
+def _variant(pre_transform, pre_filter, name: Optional[str]) -> dict:
+    """The part of the folder key that tells processing variants apart: the ``repr`` of
+    ``pre_transform`` and ``pre_filter`` (refused when it holds a memory address, unless
+    ``name`` is given) and ``name``."""
+    if name is not None and not (isinstance(name, str) and _NAME.fullmatch(name)):
+        raise ValueError(
+            f"name must be a non-empty string of letters, digits, '.', '_' and '-' (it names "
+            f"a folder), got {name!r}"
+        )
+    variant = {}
+    for key, fn in (("pre_transform", pre_transform), ("pre_filter", pre_filter)):
+        text = "None" if fn is None else repr(fn)
+        if name is None and _ADDRESS.search(text):
+            raise ValueError(
+                f"{key}={text} has no stable repr (it holds a memory address), so it cannot "
+                f"tell its processed data apart from another {key}'s: pass name='...' to name "
+                f"this processed variant, or give the callable a stable __repr__ (e.g. make it "
+                f"a torch_geometric.transforms.BaseTransform)"
+            )
+        variant[key] = _ADDRESS.sub("", text)
+    if name is not None:
+        variant["name"] = name
+    return variant
+
+
+# ----- read -------------------------------------------------------------------------------------
+def _read_map(path: str, row: dict, npy_nest: bool = False) -> tuple[np.ndarray, bool]:
+    """Reads one full-sky or partial HEALPix map.
+
+    FITS goes through healpy and keeps the ordering of its ``ORDERING`` keyword; ``.npy`` holds
+    one 1-D array and ``.npz`` a single array (or one named ``map``), in the ordering given by
+    ``npy_nest``. Unobserved pixels are expected as ``healpy.UNSEEN``.
+
+    Returns:
+        ``(m, nest)``: the map as float64 [12 nside^2] and whether it is nested.
+    """
+    name = row["file"].lower()
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"{where(row)}: file not found at {path}")
+    if name.endswith(_FITS_SUFFIXES):
+        m, nest = _read_fits(path, row)
+    elif name.endswith(_NPY_SUFFIXES):
+        m, nest = _read_npy(path, row), bool(npy_nest)
+    else:
+        raise ValueError(
+            f"{where(row)}: unsupported file type; use FITS "
+            f"({', '.join(_FITS_SUFFIXES)}) or numpy (.npy, .npz)"
+        )
+    return _check_map(np.asarray(m), row), nest
+
+
+def _read_fits(path: str, row: dict) -> tuple[np.ndarray, bool]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # astropy's truncation warning; we raise instead
+            m, header = hp.read_map(path, nest=None, h=True)
+    except Exception as e:
+        raise ValueError(
+            f"{where(row)} could not be read as a HEALPix FITS map ({type(e).__name__}: {e}); "
+            "the file is probably truncated or corrupt: write it again, e.g. with "
+            "healpy.write_map"
+        ) from e
+    ordering = str(dict(header).get("ORDERING", "RING")).strip().upper()
+    return m, ordering.startswith("NEST")
+
+
+def _read_npy(path: str, row: dict) -> np.ndarray:
+    try:
+        m = np.load(path, allow_pickle=False)
+        if isinstance(m, np.lib.npyio.NpzFile):
+            with m:
+                keys = list(m.keys())
+                if len(keys) != 1 and "map" not in keys:
+                    raise ValueError(f"holds arrays {keys}: keep one, or name the map 'map'")
+                m = m["map" if "map" in keys else keys[0]]
+    except Exception as e:
+        raise ValueError(
+            f"{where(row)} could not be read as a numpy map ({type(e).__name__}: {e})"
+        ) from e
+    return m
+
+
+def _check_map(m: np.ndarray, row: dict) -> np.ndarray:
+    """Returns the map as float64; raises unless it is a finite 1-D HEALPix map."""
+    if m.ndim != 1 or not hp.isnpixok(m.size):
+        raise ValueError(
+            f"{where(row)}: a HEALPix map has 12*nside^2 values (nside a power of 2), "
+            f"got shape {tuple(m.shape)}"
+        )
+    if not np.issubdtype(m.dtype, np.number):
+        raise ValueError(f"{where(row)}: map values have dtype {m.dtype}, expected numbers")
+    m = m.astype(np.float64)
+    if not np.isfinite(m).all():
+        bad = int((~np.isfinite(m)).sum())
+        raise ValueError(
+            f"{where(row)}: {bad} pixels are NaN or infinite; mark unobserved pixels "
+            "with healpy.UNSEEN instead"
+        )
+    return m
+
+
+# ----- prepare ----------------------------------------------------------------------------------
+def _prepare_map(
+    m: np.ndarray, nest: bool, nside: int, smoothing_arcmin: Optional[float] = None
+) -> np.ndarray:
+    """Mean removal, optional Gaussian smoothing, resampling to ``nside`` and nested ordering.
+
+    Unobserved (``UNSEEN``) pixels stay ``UNSEEN``: the mean is taken over observed pixels and
+    smoothing runs on the map with unobserved pixels set to 0 (the mean), then masks them again.
+
+    Shapes:
+        - **input:** m [12 nside_in^2] float64 in ring (``nest=False``) or nested ordering
+        - **output:** [12 nside^2] float64, nested
+    """
+    bad = hp.mask_bad(m)
+    if bad.all():
+        raise ValueError("the map has no observed pixels (all UNSEEN)")
+    m = m - m[~bad].mean()
+    m[bad] = 0.0
+    if smoothing_arcmin:
+        # No download: healpy's pixel weights and window functions are never used here.
+        fwhm = np.radians(smoothing_arcmin / 60.0)
+        m = hp.smoothing(m, fwhm=fwhm, nest=nest, use_pixel_weights=False)
+    m[bad] = hp.UNSEEN
+    if hp.npix2nside(m.size) != nside:
+        m = hp.ud_grade(m, nside, order_in="NEST" if nest else "RING", order_out="NEST")
+    elif not nest:
+        m = hp.reorder(m, r2n=True)
+    return m
+
+
+# ----- write ------------------------------------------------------------------------------------
+def _invalidate(out: str) -> None:
+    """Removes ``meta.json`` (the marker of a complete folder) and the temporaries that an
+    interrupted run may have left in :obj:`out`."""
+    marker = osp.join(out, "meta.json")
+    if osp.exists(marker):
+        os.remove(marker)
+    for path in glob.glob(osp.join(out, "*.part")) + glob.glob(osp.join(out, ".*.tmp*")):
+        os.remove(path)
+
+
+class _SplitWriter:
+    """Streams the kept patches of every split into a float32 ``.npy`` memory map under a
+    temporary name (renamed into place when :obj:`stack` closes without error, removed
+    otherwise), with their per-sample fields and the statistics of their observed pixels."""
+
+    def __init__(self, out: str, maps_per_split: dict, stack: contextlib.ExitStack):
+        self.out, self.maps_per_split, self.stack = out, maps_per_split, stack
+        self.tmp: dict = {}  # split -> temporary path
+        self.arrays: dict = {}  # split -> open memmap
+        self.count = dict.fromkeys(SPLITS, 0)
+        self.fields: dict = {s: [] for s in SPLITS}
+        self.acc = {s: np.zeros(3) for s in SPLITS}  # count, sum, sum of squares
+        self._patches = None
+
+    def patches(self, nside: int, order: int) -> np.ndarray:
+        """Nested pixel ids of every patch, [12 o^2, N]; opens the memmaps on first call."""
+        if self._patches is None:
+            self._patches = nested_patches(nside, order).numpy()
+            rows, size = self._patches.shape
+            for s in SPLITS:
+                self.tmp[s] = self.stack.enter_context(atomic_path(osp.join(self.out, f"{s}.npy")))
+                shape = (self.maps_per_split[s] * rows, size)
+                self.arrays[s] = np.lib.format.open_memmap(
+                    self.tmp[s], mode="w+", dtype=np.float32, shape=shape
+                )
+            self.stack.callback(self.arrays.clear)  # runs first: unmap, then rename or remove
+        return self._patches
+
+    def add(self, split: str, x: np.ndarray, observed: np.ndarray, fields: tuple) -> None:
+        self.arrays[split][self.count[split]] = x
+        self.count[split] += 1
+        self.fields[split].append(fields)
+        v = x[observed]
+        self.acc[split] += (v.size, v.sum(), np.square(v).sum())
+
+    def map_std(self) -> float:
+        """Standard deviation of the observed pixels of the training split (of all splits
+        when it is empty)."""
+        total = self.acc["train"] if self.acc["train"][0] > 0 else sum(self.acc.values())
+        if total[0] == 0:
+            raise ValueError(
+                "no patch was kept: every patch has unobserved pixels or was "
+                "dropped by pre_filter; lower min_observed"
+            )
+        mean = total[1] / total[0]
+        return float(np.sqrt(max(total[2] / total[0] - mean**2, 0.0)))
+
+    def close(self) -> None:
+        """Checks that a patch was kept, then trims every memmap to its kept rows and flushes it."""
+        self.map_std()
+        for s in SPLITS:
+            arr = self.arrays.pop(s)
+            if self.count[s] < len(arr):  # patches were dropped: copy into an exact-size file
+                arr = _shrink(arr, self.count[s], self.tmp[s])
+            arr.flush()
+            del arr
+
+    def write_samples(self, path: str) -> None:
+        """Writes the per-sample fields of every split, ``{split}_{field}``, to :obj:`path`."""
+        samples = {}
+        for s in SPLITS:
+            f = np.array(self.fields[s], dtype=np.float64).reshape(-1, len(_FIELDS))
+            for i, key in enumerate(_FIELDS):
+                dtype = np.float64 if key in ("omega_m", "sigma_8") else np.int64
+                samples[f"{s}_{key}"] = f[:, i].astype(dtype)
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, **samples)
 
 
 def _shrink(arr: np.memmap, rows: int, path: str) -> np.memmap:
     """Copies the first ``rows`` rows of a memmap into a new exact-size file at ``path``."""
-    tmp = path + '.shrink'
-    out = np.lib.format.open_memmap(tmp, mode='w+', dtype=arr.dtype, shape=(rows,) + arr.shape[1:])
-    step = max(1, (64 << 20) // max(arr[0].nbytes, 1))  # ~64 MB at a time
-    for i in range(0, rows, step):
-        out[i:i + step] = arr[i:min(i + step, rows)]
-    del arr
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        shape = (rows,) + arr.shape[1:]
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=arr.dtype, shape=shape)
+        step = max(1, (64 << 20) // max(arr[0].nbytes, 1))  # ~64 MB at a time
+        for i in range(0, rows, step):
+            out[i : i + step] = arr[i : min(i + step, rows)]
+        out.flush()
     return out
-
-
-def _repr(obj) -> str:
-    """``repr`` without memory addresses (as PyG compares ``pre_transform``)."""
-    return 'None' if obj is None else re.sub(r' at 0x[0-9a-fA-F]+', '', repr(obj))

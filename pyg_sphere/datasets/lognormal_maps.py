@@ -42,16 +42,16 @@ collection made with ``seed`` uses ``map_rng(seed, label, i)``.
 
 from __future__ import annotations
 
-import csv
-import functools
-import math
-import numbers
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import healpy as hp
 import numpy as np
+
+from .._io import atomic_path
+from .._validate import check_int, check_nside, check_positive
+from ..cache import memoize
+from ._manifest import MANIFEST, MANIFEST_COLUMNS, SPLITS, check_split_fractions, write_manifest
 
 __all__ = [
     "CosmologyModel",
@@ -65,9 +65,6 @@ __all__ = [
     "MANIFEST_COLUMNS",
 ]
 
-#: Header of ``raw/manifest.csv``, the format :class:`~pyg_sphere.datasets.ConvergenceMaps` reads.
-MANIFEST_COLUMNS = ("file", "label", "omega_m", "sigma_8", "split")
-SPLITS = ("train", "val", "test")
 CL_TABLE = Path(__file__).resolve().parent / "data" / "convergence_cl.npz"
 
 
@@ -96,12 +93,14 @@ class CosmologyModel:
         return len(self.cl) - 1
 
     def __repr__(self) -> str:
-        return (f"CosmologyModel(name={self.name!r}, label={self.label}, "
-                f"omega_m={self.omega_m}, sigma_8={self.sigma_8:.4f}, shift={self.shift:.4f}, "
-                f"lmax={self.lmax})")
+        return (
+            f"CosmologyModel(name={self.name!r}, label={self.label}, "
+            f"omega_m={self.omega_m}, sigma_8={self.sigma_8:.4f}, shift={self.shift:.4f}, "
+            f"lmax={self.lmax})"
+        )
 
 
-@functools.lru_cache(maxsize=None)
+@memoize("cl_table")
 def _load_table() -> dict:
     with np.load(CL_TABLE, allow_pickle=False) as f:
         table = {k: f[k] for k in f.files}
@@ -133,14 +132,20 @@ def cosmology_models(power_matched: bool = False) -> tuple[CosmologyModel, Cosmo
     models = []
     for name in wanted:
         i = names.index(name)
-        models.append(CosmologyModel(name=name, label=int(t["label"][i]),
-                                     omega_m=float(t["omega_m"][i]),
-                                     sigma_8=float(t["sigma_8"][i]),
-                                     shift=float(t["shift"][i]), cl=t["cl"][i]))
+        models.append(
+            CosmologyModel(
+                name=name,
+                label=int(t["label"][i]),
+                omega_m=float(t["omega_m"][i]),
+                sigma_8=float(t["sigma_8"][i]),
+                shift=float(t["shift"][i]),
+                cl=t["cl"][i],
+            )
+        )
     return models[0], models[1]
 
 
-@functools.lru_cache(maxsize=8)
+@memoize("legendre_nodes")
 def _legendre_nodes(n: int) -> tuple[np.ndarray, np.ndarray]:
     from scipy.special import roots_legendre
 
@@ -171,33 +176,13 @@ def _legendre_project(f: np.ndarray, x: np.ndarray, lmax: int) -> np.ndarray:
 def _check_cl(cl, name="cl") -> np.ndarray:
     cl = np.asarray(cl, dtype=np.float64)
     if cl.ndim != 1 or cl.size < 3:
-        raise ValueError(f"{name} must be a 1-D array of C_ell for ell = 0 ... lmax with "
-                         f"lmax >= 2, got shape {cl.shape}")
+        raise ValueError(
+            f"{name} must be a 1-D array of C_ell for ell = 0 ... lmax with "
+            f"lmax >= 2, got shape {cl.shape}"
+        )
     if not np.all(np.isfinite(cl)) or np.any(cl < 0):
         raise ValueError(f"{name} must be finite and non-negative")
     return cl
-
-
-def _check_shift(shift) -> float:
-    if isinstance(shift, bool) or not isinstance(shift, numbers.Real) \
-            or not (math.isfinite(shift) and shift > 0):
-        raise ValueError(f"shift must be a positive finite number, got {shift!r}")
-    return float(shift)
-
-
-def _check_int(value, name, minimum) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_nside(nside) -> int:
-    if isinstance(nside, bool) or not isinstance(nside, numbers.Integral) \
-            or not hp.isnsideok(int(nside), nest=True):
-        raise ValueError(f"nside must be a power of two (1, 2, 4, ..., 2**29), got {nside!r}")
-    return int(nside)
 
 
 def lognormal_gaussian_cl(cl, shift: float, lmax: int | None = None) -> np.ndarray:
@@ -230,10 +215,10 @@ def lognormal_gaussian_cl(cl, shift: float, lmax: int | None = None) -> np.ndarr
         True
     """
     cl = _check_cl(cl)
-    shift = _check_shift(shift)
+    shift = check_positive("shift", shift)
     if lmax is None:
         lmax = cl.size - 1
-    lmax = _check_int(lmax, "lmax", 2)
+    lmax = check_int("lmax", lmax, 2)
     if lmax > cl.size - 1:
         raise ValueError(f"lmax={lmax} exceeds the spectrum's range (ell <= {cl.size - 1})")
     cl = cl[: lmax + 1]
@@ -242,8 +227,10 @@ def lognormal_gaussian_cl(cl, shift: float, lmax: int | None = None) -> np.ndarr
     xi = np.polynomial.legendre.legval(x, (2 * ell + 1) / (4 * np.pi) * cl)
     u = xi / shift**2
     if np.any(u <= -1):
-        raise ValueError(f"shift={shift} is too small for this spectrum: the lognormal model "
-                         "needs xi(theta) > -shift**2 at all angles; use a larger shift")
+        raise ValueError(
+            f"shift={shift} is too small for this spectrum: the lognormal model "
+            "needs xi(theta) > -shift**2 at all angles; use a larger shift"
+        )
     clg = 2 * np.pi * _legendre_project(np.log1p(u) * w, x, lmax)
     return np.clip(clg, 0.0, None)
 
@@ -284,8 +271,9 @@ def gaussian_alm(cl, rng: np.random.Generator) -> np.ndarray:
     return alm
 
 
-def lognormal_map(gaussian_cl, shift: float, nside: int, rng: np.random.Generator, *,
-                  nest: bool = False) -> np.ndarray:
+def lognormal_map(
+    gaussian_cl, shift: float, nside: int, rng: np.random.Generator, *, nest: bool = False
+) -> np.ndarray:
     r"""One shifted-lognormal HEALPix map from a Gaussian spectrum.
 
     Draws g with :func:`gaussian_alm`, synthesises it at the pixel centres with
@@ -312,8 +300,8 @@ def lognormal_map(gaussian_cl, shift: float, nside: int, rng: np.random.Generato
         ((3072,), True)
     """
     clg = _check_cl(gaussian_cl, "gaussian_cl")
-    shift = _check_shift(shift)
-    nside = _check_nside(nside)
+    shift = check_positive("shift", shift)
+    nside = check_nside(nside)
     lmax = clg.size - 1
     alm = gaussian_alm(clg, rng)
     g = hp.alm2map(alm, nside, lmax=lmax, mmax=lmax, pixwin=False)
@@ -334,22 +322,26 @@ def map_rng(seed: int, label: int, index: int) -> np.random.Generator:
         >>> float(map_rng(0, 1, 5).random()) == float(map_rng(0, 1, 5).random())
         True
     """
-    seed = _check_int(seed, "seed", 0)
-    return np.random.default_rng(np.random.SeedSequence(
-        seed, spawn_key=(_check_int(label, "label", 0), _check_int(index, "index", 0))))
+    seed = check_int("seed", seed, 0)
+    return np.random.default_rng(
+        np.random.SeedSequence(
+            seed, spawn_key=(check_int("label", label, 0), check_int("index", index, 0))
+        )
+    )
 
 
 def _resolve_lmax(nside: int, lmax, table_lmax: int) -> int:
     if lmax is None:
         return min(3 * nside - 1, table_lmax)
-    lmax = _check_int(lmax, "lmax", 2)
+    lmax = check_int("lmax", lmax, 2)
     if lmax > table_lmax:
-        raise ValueError(f"lmax={lmax} is beyond the tabulated spectra (ell <= {table_lmax}); "
-                         "use a smaller lmax")
+        raise ValueError(
+            f"lmax={lmax} is beyond the tabulated spectra (ell <= {table_lmax}); use a smaller lmax"
+        )
     return lmax
 
 
-@functools.lru_cache(maxsize=16)
+@memoize("gaussian_cl")
 def _model_gaussian_cl(power_matched: bool, label: int, lmax: int) -> np.ndarray:
     model = cosmology_models(power_matched)[label]
     clg = lognormal_gaussian_cl(model.cl, model.shift, lmax)
@@ -357,8 +349,15 @@ def _model_gaussian_cl(power_matched: bool, label: int, lmax: int) -> np.ndarray
     return clg
 
 
-def simulate_convergence_map(nside: int, label: int = 0, *, rng=0, power_matched: bool = False,
-                             lmax: int | None = None, nest: bool = False) -> np.ndarray:
+def simulate_convergence_map(
+    nside: int,
+    label: int = 0,
+    *,
+    rng=0,
+    power_matched: bool = False,
+    lmax: int | None = None,
+    nest: bool = False,
+) -> np.ndarray:
     """One lognormal convergence map of cosmology ``label`` (0: model 1, 1: model 2).
 
     Args:
@@ -378,11 +377,11 @@ def simulate_convergence_map(nside: int, label: int = 0, *, rng=0, power_matched
         >>> m.shape, bool(abs(m.mean()) < 0.01)
         ((3072,), True)
     """
-    nside = _check_nside(nside)
+    nside = check_nside(nside)
     if label not in (0, 1) or isinstance(label, bool):
         raise ValueError(f"label must be 0 or 1, got {label!r}")
     if not isinstance(rng, np.random.Generator):
-        rng = np.random.default_rng(_check_int(rng, "rng seed", 0))
+        rng = np.random.default_rng(check_int("rng seed", rng, 0))
     lmax = _resolve_lmax(nside, lmax, cosmology_models()[0].lmax)
     clg = _model_gaussian_cl(bool(power_matched), int(label), lmax)
     return lognormal_map(clg, cosmology_models(power_matched)[label].shift, nside, rng, nest=nest)
@@ -397,45 +396,23 @@ def _split_counts(n: int, fractions) -> list[int]:
     return counts.tolist()
 
 
-def _check_fractions(split_fractions) -> tuple[float, float, float]:
-    try:
-        fr = tuple(float(f) for f in split_fractions)
-    except (TypeError, ValueError):
-        raise ValueError("split_fractions must be three numbers (train, val, test), "
-                         f"got {split_fractions!r}") from None
-    if len(fr) != 3 or not all(math.isfinite(f) and f >= 0 for f in fr) \
-            or abs(sum(fr) - 1) > 1e-6:
-        raise ValueError("split_fractions must be three non-negative numbers (train, val, test) "
-                         f"summing to 1, got {split_fractions!r}")
-    return fr
+def _write_map(path: Path, m: np.ndarray, nest: bool, header) -> None:
+    with atomic_path(path, suffix=".fits") as tmp:  # healpy needs the extension
+        hp.write_map(tmp, m, nest=nest, dtype=np.float32, overwrite=True, extra_header=header)
 
 
-def _write_atomic_map(path: Path, m: np.ndarray, nest: bool, header) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.fits")
-    try:
-        hp.write_map(str(tmp), m, nest=nest, dtype=np.float32, overwrite=True,
-                     extra_header=header)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_atomic_manifest(path: Path, rows) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(MANIFEST_COLUMNS)
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def simulate_convergence_maps(out_dir, n_per_class: int, nside: int, *, seed: int = 0,
-                              power_matched: bool = False,
-                              split_fractions=(0.6, 0.2, 0.2), nest: bool = False,
-                              lmax: int | None = None, progress: bool = True) -> Path:
+def simulate_convergence_maps(
+    out_dir,
+    n_per_class: int,
+    nside: int,
+    *,
+    seed: int = 0,
+    power_matched: bool = False,
+    split_fractions=(0.6, 0.2, 0.2),
+    nest: bool = False,
+    lmax: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Simulate a labelled collection of full-sky convergence maps for
     :class:`~pyg_sphere.datasets.ConvergenceMaps`.
 
@@ -489,10 +466,10 @@ def simulate_convergence_maps(out_dir, n_per_class: int, nside: int, *, seed: in
     """
     from tqdm.auto import tqdm
 
-    n_per_class = _check_int(n_per_class, "n_per_class", 1)
-    nside = _check_nside(nside)
-    seed = _check_int(seed, "seed", 0)
-    fractions = _check_fractions(split_fractions)
+    n_per_class = check_int("n_per_class", n_per_class, 1)
+    nside = check_nside(nside)
+    seed = check_int("seed", seed, 0)
+    fractions = check_split_fractions(split_fractions)
     models = cosmology_models(power_matched)
     lmax = _resolve_lmax(nside, lmax, models[0].lmax)
     raw = Path(out_dir) / "raw"
@@ -501,21 +478,28 @@ def simulate_convergence_maps(out_dir, n_per_class: int, nside: int, *, seed: in
     counts = _split_counts(n_per_class, fractions)
     split_of = [s for s, c in zip(SPLITS, counts) for _ in range(c)]
     rows = []
-    with tqdm(total=2 * n_per_class, desc="Simulating convergence maps", unit="map",
-              disable=not progress) as bar:
+    with tqdm(
+        total=2 * n_per_class, desc="Simulating convergence maps", unit="map", disable=not progress
+    ) as bar:
         for model in models:
             clg = _model_gaussian_cl(bool(power_matched), model.label, lmax)
             for i in range(n_per_class):
                 name = f"class{model.label}_{i:04d}.fits"
-                m = lognormal_map(clg, model.shift, nside, map_rng(seed, model.label, i),
-                                  nest=nest)
-                header = [("LABEL", model.label), ("OMEGA_M", model.omega_m),
-                          ("SIGMA_8", model.sigma_8), ("KSHIFT", model.shift),
-                          ("SEED", seed), ("MAPID", i), ("LMAX", lmax)]
-                _write_atomic_map(raw / name, m, nest, header)
-                rows.append((name, model.label, repr(model.omega_m), repr(model.sigma_8),
-                             split_of[i]))
+                m = lognormal_map(clg, model.shift, nside, map_rng(seed, model.label, i), nest=nest)
+                header = [
+                    ("LABEL", model.label),
+                    ("OMEGA_M", model.omega_m),
+                    ("SIGMA_8", model.sigma_8),
+                    ("KSHIFT", model.shift),
+                    ("SEED", seed),
+                    ("MAPID", i),
+                    ("LMAX", lmax),
+                ]
+                _write_map(raw / name, m, nest, header)
+                rows.append(
+                    (name, model.label, repr(model.omega_m), repr(model.sigma_8), split_of[i])
+                )
                 bar.update(1)
-    manifest = raw / "manifest.csv"
-    _write_atomic_manifest(manifest, rows)
+    manifest = raw / MANIFEST
+    write_manifest(manifest, rows)
     return manifest

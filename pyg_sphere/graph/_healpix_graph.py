@@ -1,4 +1,5 @@
 """HEALPix spheres and regions of them as PyG graphs."""
+
 import copy
 import hashlib
 import math
@@ -8,7 +9,6 @@ from typing import Optional
 import healpy as hp
 import numpy as np
 import torch
-from torch import Tensor
 from torch_geometric.data import Data
 
 from .. import cache
@@ -34,7 +34,7 @@ def _v1_mean_d2(nside: int) -> float:
         valid = nbr >= 0
         pos = np.stack(hp.pix2vec(nside, pix, nest=True), -1)
         nbr_pos = np.stack(hp.pix2vec(nside, np.where(valid, nbr, 0), nest=True), -1)
-        d2 = ((nbr_pos - pos)**2).sum(-1)
+        d2 = ((nbr_pos - pos) ** 2).sum(-1)
         total += d2[valid].sum()
         count += valid.sum()
     return total / count
@@ -42,12 +42,14 @@ def _v1_mean_d2(nside: int) -> float:
 
 def _neighbours(nside, pix_nest, k, variant):
     """Directed neighbour lists (nested ids, -1 where missing) and squared distances."""
-    if variant == 'v2':
+    if variant == "v2":
         return healpix_knn(nside, pix_nest, k)
     nbr = hp.get_all_neighbours(nside, pix_nest, nest=True).T  # [n, 8]
     valid = nbr >= 0
-    diff = (np.stack(hp.pix2vec(nside, np.where(valid, nbr, 0), nest=True), -1) -
-            np.stack(hp.pix2vec(nside, pix_nest, nest=True), -1)[:, None])
+    diff = (
+        np.stack(hp.pix2vec(nside, np.where(valid, nbr, 0), nest=True), -1)
+        - np.stack(hp.pix2vec(nside, pix_nest, nest=True), -1)[:, None]
+    )
     return np.where(valid, nbr, -1), (diff**2).sum(-1)
 
 
@@ -74,8 +76,9 @@ def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn):
     def sort_rows(block):
         r0, r1 = block
         # Sort the row by neighbour id, carrying the distance in the low 32 bits.
-        key = (col[r0:r1].astype(np.uint64) << np.uint64(32)) | d2[r0:r1].view(
-            np.uint32).astype(np.uint64)
+        key = (col[r0:r1].astype(np.uint64) << np.uint64(32)) | d2[r0:r1].view(np.uint32).astype(
+            np.uint64
+        )
         key.sort(axis=1)
         col[r0:r1] = key >> np.uint64(32)
         d2[r0:r1] = (key & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.float32)
@@ -112,8 +115,11 @@ def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn):
             xr, xc = extra_row[x0:x1], extra_col[x0:x1]
             local_ptr = np.concatenate([[0], np.cumsum(valid.sum(1))])
             at = local_ptr[xr - r0] + (col[xr] < xc[:, None]).sum(1)
-            row, c, dd = (np.insert(row, at, xr), np.insert(c, at, xc),
-                          np.insert(dd, at, extra_d2[x0:x1]))
+            row, c, dd = (
+                np.insert(row, at, xr),
+                np.insert(c, at, xc),
+                np.insert(dd, at, extra_d2[x0:x1]),
+            )
         e0, e1 = indptr[r0], indptr[r1]
         out_index[0, e0:e1], out_index[1, e0:e1], out_weight[e0:e1] = row, c, weight_fn(dd)
 
@@ -138,24 +144,32 @@ def _build(nside, pixels, k, nest, sigma, variant):
     col = np.where(nbr >= 0, nbr, n).astype(np.int32 if n < 2**31 - 1 else np.int64)
     del nbr
 
-    if variant == 'v1':
+    if variant == "v1":
         sigma = math.sqrt(2 * _v1_mean_d2(nside))
         scale = -1.0 / sigma**2
     else:
         scale = -math.log(2) / sigma**2
     edge_index, edge_weight = _symmetric_edges(col, d2, lambda d: np.exp(scale * d))
     pos = np.stack(hp.pix2vec(nside, node_pix, nest=nest), -1)
-    return Data(edge_index=edge_index, edge_weight=edge_weight,
-                pos=torch.from_numpy(pos.astype(np.float32)),
-                pixels=torch.from_numpy(node_pix.astype(np.int64)), nside=nside, nest=nest,
-                num_neighbors=k, kernel_width=float(sigma), variant=variant, num_nodes=n)
+    return Data(
+        edge_index=edge_index,
+        edge_weight=edge_weight,
+        pos=torch.from_numpy(pos.astype(np.float32)),
+        pixels=torch.from_numpy(node_pix.astype(np.int64)),
+        nside=nside,
+        nest=nest,
+        num_neighbors=k,
+        kernel_width=float(sigma),
+        variant=variant,
+        num_nodes=n,
+    )
 
 
 def _cache_path(cache_dir, key, pixels):
     digest = hashlib.blake2b(repr(key).encode(), digest_size=16)
     if pixels is not None:
         digest.update(pixels.tobytes())
-    return os.path.join(cache_dir, f'healpix_graph_{digest.hexdigest()}.pt')
+    return os.path.join(cache_dir, f"healpix_graph_{digest.hexdigest()}.pt")
 
 
 def _load(path):
@@ -170,17 +184,26 @@ def _save(path, data):
         torch.save(data.to_dict(), f)
 
 
-def healpix_graph(nside: int, pixels: PixelsLike = None, *, num_neighbors: int = 8, nest: bool = True,
-                  kernel_width: Optional[float] = None, variant: str = 'v2',
-                  lambda_max: bool = True, cache_dir: Optional[str] = None) -> Data:
+def healpix_graph(
+    nside: int,
+    pixels: PixelsLike = None,
+    *,
+    num_neighbors: int = 8,
+    nest: bool = True,
+    kernel_width: Optional[float] = None,
+    variant: str = "v2",
+    lambda_max: bool = True,
+    cache_dir: Optional[str] = None,
+) -> Data:
     r"""Builds the DeepSphere graph of a HEALPix sphere, or of a region of it.
 
     Nodes are the pixels (all :math:`12 n_\mathrm{side}^2`, or only :obj:`pixels`) in ascending
     pixel id. With :obj:`variant='v2'` (default, DeepSphere v2), each pixel is linked to the
-    :obj:`num_neighbors` nearest pixel centres (Euclidean distance :math:`d` between unit vectors), the
-    graph is symmetrised by union and weighted by :math:`w = \exp(-\ln 2 \, d^2/\sigma^2)`, with
-    :math:`\sigma` from :func:`~pyg_sphere.kernel_width` (tuned for rotation equivariance)
-    unless :obj:`kernel_width` is given. :obj:`variant='v1'` reproduces DeepSphere v1: healpy's
+    :obj:`num_neighbors` nearest pixel centres (Euclidean distance :math:`d` between unit
+    vectors), the graph is symmetrised by union and weighted by
+    :math:`w = \exp(-\ln 2 \, d^2/\sigma^2)`, with :math:`\sigma` from
+    :func:`~pyg_sphere.kernel_width` (tuned for rotation equivariance) unless
+    :obj:`kernel_width` is given. :obj:`variant='v1'` reproduces DeepSphere v1: healpy's
     8 neighbours (7 at a few corner pixels), :math:`w = \exp(-d^2 / (2 \overline{d^2}))` with
     :math:`\overline{d^2}` the mean over the full sphere's edges.
 
@@ -212,7 +235,8 @@ def healpix_graph(nside: int, pixels: PixelsLike = None, *, num_neighbors: int =
         :class:`torch_geometric.data.Data` with :obj:`edge_index` :math:`[2, E]` (symmetric,
         coalesced, no self loops), :obj:`edge_weight` :math:`[E]` (float32), :obj:`pos`
         :math:`[N, 3]` (unit vectors of the pixel centres), :obj:`pixels` :math:`[N]` (the
-        HEALPix id of every node), :obj:`nside`, :obj:`nest`, :obj:`num_neighbors`, :obj:`kernel_width`,
+        HEALPix id of every node), :obj:`nside`, :obj:`nest`, :obj:`num_neighbors`,
+        :obj:`kernel_width`,
         :obj:`variant`, :obj:`num_nodes` and :obj:`lambda_max`.
 
     Example:
@@ -247,9 +271,7 @@ def healpix_graph(nside: int, pixels: PixelsLike = None, *, num_neighbors: int =
     pixels = as_pixels(nside, pixels)
     sigma = None
     if variant == "v2":
-        sigma = (
-            float(kernel_width) if kernel_width is not None else default_kernel_width(nside, k)
-        )
+        sigma = float(kernel_width) if kernel_width is not None else default_kernel_width(nside, k)
         if not sigma > 0:
             raise ValueError(f"kernel_width must be positive, got {kernel_width}")
 

@@ -8,10 +8,22 @@ from .._validate import check_nside
 KERNEL_WIDTHS = {
     8: {32: 0.02500, 64: 0.01228, 128: 0.00614, 256: 0.00307, 512: 0.00154, 1024: 0.00077},
     20: {32: 0.03185, 64: 0.01564, 128: 0.00782, 256: 0.00391, 512: 0.00196, 1024: 0.00098},
-    40: {32: 0.042432, 64: 0.021354, 128: 0.010595, 256: 0.005551, 512: 0.0027755,
-         1024: 0.00138775},
-    60: {32: 0.051720, 64: 0.025403, 128: 0.012695, 256: 0.006351, 512: 0.0031755,
-         1024: 0.00158775},
+    40: {
+        32: 0.042432,
+        64: 0.021354,
+        128: 0.010595,
+        256: 0.005551,
+        512: 0.0027755,
+        1024: 0.00138775,
+    },
+    60: {
+        32: 0.051720,
+        64: 0.025403,
+        128: 0.012695,
+        256: 0.006351,
+        512: 0.0031755,
+        1024: 0.00158775,
+    },
 }
 
 
@@ -36,9 +48,11 @@ def kernel_width(nside: int, num_neighbors: int = 8) -> float:
     """
     nside = check_nside(nside)
     if num_neighbors not in KERNEL_WIDTHS:
-        raise ValueError(f"No tuned kernel width for num_neighbors={num_neighbors}: the table "
-                         f"covers {sorted(KERNEL_WIDTHS)}. Pass kernel_width=<sigma> explicitly "
-                         f"to use another number of neighbours.")
+        raise ValueError(
+            f"No tuned kernel width for num_neighbors={num_neighbors}: the table "
+            f"covers {sorted(KERNEL_WIDTHS)}. Pass kernel_width=<sigma> explicitly "
+            f"to use another number of neighbours."
+        )
     table = KERNEL_WIDTHS[num_neighbors]
     if nside in table:
         return table[nside]

@@ -1,4 +1,5 @@
 """The nested HEALPix hierarchy: patches, closure under pooling, and coarser graphs."""
+
 from typing import List, Optional
 
 import healpy as hp
@@ -44,7 +45,7 @@ def close_hierarchy(pixels: PixelsLike, levels: int = 1) -> Tensor:
         >>> close_hierarchy([5, 17], levels=1).tolist()
         [4, 5, 6, 7, 16, 17, 18, 19]
     """
-    factor = 4**check_levels(levels)
+    factor = 4 ** check_levels(levels)
     parents = np.unique(_nested_ids(pixels) // factor)
     return torch.from_numpy((parents[:, None] * factor + np.arange(factor)).ravel())
 
@@ -59,7 +60,7 @@ def is_closed_hierarchy(pixels: PixelsLike, levels: int = 1) -> bool:
         (True, False)
     """
     pix = np.unique(_nested_ids(pixels))
-    factor = 4**check_levels(levels)
+    factor = 4 ** check_levels(levels)
     return len(pix) == factor * len(np.unique(pix // factor))
 
 
@@ -87,7 +88,7 @@ def nested_patches(nside: int, order: int) -> Tensor:
     order = check_nside(order)
     if order > nside:
         raise ValueError(f"order ({order}) must not exceed nside ({nside})")
-    size = (nside // order)**2
+    size = (nside // order) ** 2
     return torch.arange(12 * nside**2).view(12 * order**2, size)
 
 
@@ -115,30 +116,41 @@ def coarsen_graph(graph: Data, levels: int = 1, *, lambda_max: Optional[bool] = 
         48
     """
     levels = check_levels(levels)
-    for attr in ('nside', 'nest', 'pixels', 'num_neighbors', 'variant', 'kernel_width'):
+    for attr in ("nside", "nest", "pixels", "num_neighbors", "variant", "kernel_width"):
         if attr not in graph:
-            raise ValueError(f"coarsen_graph needs a graph from pyg_sphere.healpix_graph; "
-                             f"this one has no '{attr}' attribute")
+            raise ValueError(
+                f"coarsen_graph needs a graph from pyg_sphere.healpix_graph; "
+                f"this one has no '{attr}' attribute"
+            )
     if not graph.nest:
-        raise ValueError("Pooling and coarsening need the nested ordering: build the graph "
-                         "with healpix_graph(..., nest=True) and reorder maps with "
-                         "healpy.reorder(m, r2n=True)")
+        raise ValueError(
+            "Pooling and coarsening need the nested ordering: build the graph "
+            "with healpix_graph(..., nest=True) and reorder maps with "
+            "healpy.reorder(m, r2n=True)"
+        )
     nside = int(graph.nside)
     if nside >> levels == 0:
         raise ValueError(f"Cannot coarsen nside={nside} by {levels} levels")
     coarse_nside = nside >> levels
     kernel_width = None
-    if graph.variant == 'v2' and not np.isclose(graph.kernel_width,
-                                                _default_or_none(nside, graph.num_neighbors)):
+    if graph.variant == "v2" and not np.isclose(
+        graph.kernel_width, _default_or_none(nside, graph.num_neighbors)
+    ):
         kernel_width = graph.kernel_width * 2**levels
     pixels = None
     if graph.num_nodes != 12 * nside**2:
         pixels = torch.unique(graph.pixels.cpu() // 4**levels)
     if lambda_max is None:
-        lambda_max = 'lambda_max' in graph
-    return healpix_graph(coarse_nside, pixels, num_neighbors=int(graph.num_neighbors), nest=True,
-                         kernel_width=kernel_width, variant=graph.variant,
-                         lambda_max=lambda_max)
+        lambda_max = "lambda_max" in graph
+    return healpix_graph(
+        coarse_nside,
+        pixels,
+        num_neighbors=int(graph.num_neighbors),
+        nest=True,
+        kernel_width=kernel_width,
+        variant=graph.variant,
+        lambda_max=lambda_max,
+    )
 
 
 def _default_or_none(nside, k):
@@ -148,8 +160,9 @@ def _default_or_none(nside, k):
         return np.nan
 
 
-def healpix_hierarchy(nside: int, levels: int, pixels: PixelsLike = None, *, num_neighbors: int = 8,
-                      **kwargs) -> List[Data]:
+def healpix_hierarchy(
+    nside: int, levels: int, pixels: PixelsLike = None, *, num_neighbors: int = 8, **kwargs
+) -> List[Data]:
     r"""Returns the graphs at :obj:`nside`, :obj:`nside // 2`, ..., :obj:`nside // 2**levels`.
 
     Level :math:`\ell + 1` holds the parents (:obj:`pix // 4`) of level :math:`\ell`'s pixels,
@@ -169,7 +182,7 @@ def healpix_hierarchy(nside: int, levels: int, pixels: PixelsLike = None, *, num
         >>> [(g.nside, g.num_nodes) for g in graphs]
         [(16, 256), (8, 64), (4, 16)]
     """
-    if 'nest' in kwargs and not kwargs.pop('nest'):
+    if "nest" in kwargs and not kwargs.pop("nest"):
         raise ValueError("The hierarchy is defined on nested pixel ids; use nest=True")
     levels = check_levels(levels)
     graphs = [healpix_graph(nside, pixels, num_neighbors=num_neighbors, nest=True, **kwargs)]

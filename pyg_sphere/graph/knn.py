@@ -7,6 +7,7 @@ gathers), on sparse regions with gathers. Pixels near a face edge, where the gri
 orientation, are answered by a k-d tree over the band of pixels along all face edges. The result
 equals a k-d tree query over the whole sphere (tested), at a fraction of its cost.
 """
+
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,7 +35,7 @@ def half_width(k: int) -> int:
 
 
 def _window(w: int):
-    dx, dy = np.meshgrid(np.arange(-w, w + 1), np.arange(-w, w + 1), indexing='ij')
+    dx, dy = np.meshgrid(np.arange(-w, w + 1), np.arange(-w, w + 1), indexing="ij")
     keep = (dx != 0) | (dy != 0)
     return dx[keep], dy[keep]
 
@@ -55,7 +56,7 @@ def _edge_band_tree(nside: int, band: int):
     if nside <= 2 * band:
         pix = np.arange(12 * nside**2)
     else:
-        x, y = np.meshgrid(np.arange(nside), np.arange(nside), indexing='ij')
+        x, y = np.meshgrid(np.arange(nside), np.arange(nside), indexing="ij")
         dist = np.minimum(np.minimum(x, y), nside - 1 - np.maximum(x, y))
         x, y = x[dist < band], y[dist < band]
         pix = np.concatenate([hp.xyf2pix(nside, x, y, f, nest=True) for f in range(12)])
@@ -67,14 +68,14 @@ def _knn_tree(nside, pix, k, w):
     nbr = np.empty((len(pix), k), dtype=np.int64)
     d2 = np.empty((len(pix), k), dtype=np.float32)
     for start in range(0, len(pix), _CHUNK):
-        p = pix[start:start + _CHUNK]
+        p = pix[start : start + _CHUNK]
         dist, idx = tree.query(_vec(nside, p), k=k + 1)
         cand = tree_pix[idx]
         # Drop the pixel itself (distance 0, so it is always among the k + 1 returned).
         keep = cand != p[:, None]
         keep[keep.sum(1) > k, -1] = False
-        nbr[start:start + _CHUNK] = cand[keep].reshape(-1, k)
-        d2[start:start + _CHUNK] = (dist[keep]**2).reshape(-1, k)
+        nbr[start : start + _CHUNK] = cand[keep].reshape(-1, k)
+        d2[start : start + _CHUNK] = (dist[keep] ** 2).reshape(-1, k)
     return nbr, d2
 
 
@@ -86,7 +87,7 @@ def _knn_gather(nside, pix, x, y, face, k, w):
         s = slice(start, start + _CHUNK // len(dx) + 1)
         cand = hp.xyf2pix(nside, x[s, None] + dx, y[s, None] + dy, face, nest=True)
         diff = _vec(nside, cand) - _vec(nside, pix[s])[:, None]
-        sel, d2[s] = _select(np.einsum('ijk,ijk->ij', diff, diff), k)
+        sel, d2[s] = _select(np.einsum("ijk,ijk->ij", diff, diff), k)
         nbr[s] = np.take_along_axis(cand, sel, axis=1)
     return nbr, d2
 
@@ -95,7 +96,7 @@ def _knn_face(nside, face, k, w):
     """k-NN of all pixels of one face at least `w` steps from its edges, as [m, m, k] grids."""
     dx, dy = _window(w)
     m = nside - 2 * w
-    gx, gy = np.meshgrid(np.arange(nside), np.arange(nside), indexing='ij')
+    gx, gy = np.meshgrid(np.arange(nside), np.arange(nside), indexing="ij")
     grid_pix = hp.xyf2pix(nside, gx, gy, face, nest=True)
     # One plane per coordinate: shifted planes subtract as contiguous blocks.
     pos = np.stack(hp.pix2vec(nside, grid_pix.ravel(), nest=True)).reshape(3, nside, nside)
@@ -104,12 +105,13 @@ def _knn_face(nside, face, k, w):
     rows = max(1, _CHUNK // (m * len(dx)))
     for i0 in range(0, m, rows):
         i1 = min(m, i0 + rows)
-        centre = pos[:, w + i0:w + i1, w:w + m]
+        centre = pos[:, w + i0 : w + i1, w : w + m]
         cand_d2 = np.empty((len(dx), i1 - i0, m))
         diff = np.empty_like(centre)
         for o in range(len(dx)):
-            np.subtract(centre, pos[:, w + i0 + dx[o]:w + i1 + dx[o], w + dy[o]:w + m + dy[o]],
-                        out=diff)
+            np.subtract(
+                centre, pos[:, w + i0 + dx[o] : w + i1 + dx[o], w + dy[o] : w + m + dy[o]], out=diff
+            )
             np.square(diff, out=diff)
             np.sum(diff, axis=0, out=cand_d2[o])
         sel, d2[i0:i1] = _select(np.moveaxis(cand_d2, 0, -1), k)
@@ -128,8 +130,9 @@ def healpix_knn(nside: int, pixels: np.ndarray, k: int):
     """
     pixels = np.asarray(pixels, dtype=np.int64)
     if not 1 <= k <= min(MAX_K, 12 * nside**2 - 1):
-        raise ValueError(f"k must be between 1 and {min(MAX_K, 12 * nside**2 - 1)} at "
-                         f"nside={nside}, got {k}")
+        raise ValueError(
+            f"k must be between 1 and {min(MAX_K, 12 * nside**2 - 1)} at nside={nside}, got {k}"
+        )
     w = half_width(k)
     nbr = np.empty((len(pixels), k), dtype=np.int64)
     d2 = np.empty((len(pixels), k), dtype=np.float32)
@@ -144,7 +147,7 @@ def healpix_knn(nside: int, pixels: np.ndarray, k: int):
         rows = np.flatnonzero(inner & (face == f))
         if len(rows) == 0:
             return
-        if len(rows) > (nside - 2 * w)**2 // 4:  # dense: whole-face slicing is cheaper
+        if len(rows) > (nside - 2 * w) ** 2 // 4:  # dense: whole-face slicing is cheaper
             face_nbr, face_d2 = _knn_face(nside, f, k, w)
             gx, gy = x[rows] - w, y[rows] - w
             nbr[rows], d2[rows] = face_nbr[gx, gy], face_d2[gx, gy]
@@ -158,8 +161,10 @@ def healpix_knn(nside: int, pixels: np.ndarray, k: int):
 def parallel_map(fn, items, work: int) -> list:
     """``[fn(i) for i in items]`` on a thread per core when there is enough work: numpy
     releases the GIL in its array loops, so independent blocks run on all cores."""
-    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
-                  else (os.cpu_count() or 1), 8)
+    workers = min(
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+        8,
+    )
     if workers < 2 or work < _PARALLEL_MIN_WORK:
         return [fn(i) for i in items]
     with ThreadPoolExecutor(workers) as pool:

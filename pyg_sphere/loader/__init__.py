@@ -1,4 +1,5 @@
 """Loaders for batches of HEALPix samples."""
+
 from .shared_graph_loader import SharedGraphCollater, SharedGraphLoader
 
-__all__ = ['SharedGraphLoader', 'SharedGraphCollater']
+__all__ = ["SharedGraphLoader", "SharedGraphCollater"]

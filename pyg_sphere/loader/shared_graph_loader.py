@@ -1,4 +1,5 @@
 """Batches of maps on one shared graph: x as [B, N, F] plus a single edge_index."""
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
@@ -8,71 +9,111 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torch_geometric.data import Data
 
-# Fields of a healpix_graph that a batch carries: what convolutions read (edges, lambda_max)
-# and what pooling needs to find the coarser graph (pixels and the graph's parameters).
-GRAPH_KEYS = ('edge_index', 'edge_weight', 'pixels', 'nside', 'nest', 'k', 'kernel_width',
-              'variant', 'lambda_max')
+from ..graph._keys import GRAPH_KEYS
+
+__all__ = ["SharedGraphCollater", "SharedGraphLoader"]
 
 
 class SharedGraphCollater:
     r"""Collates items that live on the same graph into one :class:`~torch_geometric.data.Data`.
 
-    Node-level tensors (``x`` and any tensor with ``graph.num_nodes`` rows) are stacked into
-    [B, N, ...]; graph-level tensors such as ``y`` [1] are concatenated into [B, ...]; Python
-    numbers become a tensor [B]. The graph's ``edge_index``, ``edge_weight``, ``pixels`` and
-    its parameters (``nside``, ``nest``, ``k``, ``kernel_width``, ``variant``, ``lambda_max``:
-    what convolutions and :class:`~pyg_sphere.nn.HealpixPool` read) are attached once (the
-    same tensors, not copies); graph fields present on the items are ignored. ``num_nodes`` is N and ``num_graphs`` is B; there is no
-    ``batch`` vector (``data.batch`` is ``None``), which is how PyG's global pooling functions and
-    :class:`~pyg_sphere.nn.SphericalChebConv` recognise a shared-graph batch.
+    What is node-level follows PyG's own rules (:meth:`~torch_geometric.data.Data.is_node_attr`
+    and :meth:`~torch_geometric.data.Data.__cat_dim__` of the items, as for PyG's
+    :class:`~torch_geometric.loader.DataLoader`): node-level tensors (``x`` and any tensor with
+    N entries along its concatenation dimension) are stacked into [B, N, ...], every item's
+    holding N rows; graph-level tensors are concatenated along their ``__cat_dim__`` (``y`` [1]
+    becomes [B]), or stacked into [B, ...] when ``__cat_dim__`` is ``None`` or they are
+    0-dimensional; Python numbers become a tensor [B]; anything else a list. On a one-node graph
+    every tensor has one row, so there only ``x`` is taken as node-level.
+
+    The graph's ``edge_index``, ``edge_weight``, ``pixels`` and its parameters (``nside``,
+    ``nest``, ``num_neighbors``, ``kernel_width``, ``variant``, ``lambda_max``: what
+    convolutions and :class:`~pyg_sphere.nn.HealpixPool` read) are attached once (the same
+    tensors, not copies); graph fields present on the items are ignored. ``num_nodes`` is N and
+    ``num_graphs`` is B; there is no ``batch`` vector (``data.batch`` is ``None``), which is how
+    PyG's global pooling functions and :class:`~pyg_sphere.nn.SphericalChebConv` recognise a
+    shared-graph batch.
 
     Args:
         graph (Data): The shared graph, e.g. :attr:`ConvergenceMaps.graph
             <pyg_sphere.datasets.ConvergenceMaps.graph>`.
+
+    Shapes:
+        - **input:** B items with x [N, F] and graph-level fields such as y [1]
+        - **output:** x [B, N, F], y [B]; edge_index [2, E], edge_weight [E] of the graph
+
+    Example::
+
+        >>> import torch
+        >>> from torch_geometric.data import Data
+        >>> graph = Data(edge_index=torch.tensor([[0, 1, 2], [1, 2, 0]]), num_nodes=3)
+        >>> items = [Data(x=torch.randn(3, 2), y=torch.tensor([i]), w=0.5) for i in range(4)]
+        >>> batch = SharedGraphCollater(graph)(items)
+        >>> batch.x.shape, batch.y.tolist(), batch.w.shape, batch.num_graphs
+        (torch.Size([4, 3, 2]), [0, 1, 2, 3], torch.Size([4]), 4)
     """
 
     def __init__(self, graph: Data) -> None:
-        if getattr(graph, 'edge_index', None) is None or graph.num_nodes is None:
-            raise TypeError("graph must be a Data with edge_index and num_nodes, "
-                            "e.g. pyg_sphere.healpix_graph(...)")
+        if getattr(graph, "edge_index", None) is None or graph.num_nodes is None:
+            raise TypeError(
+                "graph must be a Data with edge_index and num_nodes, "
+                "e.g. pyg_sphere.healpix_graph(...)"
+            )
         self.graph = graph
 
     def __call__(self, items: Sequence[Data]) -> Data:
         if len(items) == 0:
             raise ValueError("cannot collate an empty batch")
-        n = self.graph.num_nodes
         out = Data()
         for key in items[0].keys():
-            if key in GRAPH_KEYS or key == 'num_nodes':
+            if key in GRAPH_KEYS or key == "num_nodes":
                 continue
-            values = [item[key] for item in items]
-            first = values[0]
-            if isinstance(first, Tensor):
-                if key == 'x' or (first.dim() >= 1 and first.size(0) == n and n > 1):
-                    bad = [tuple(v.shape) for v in values if v.shape != first.shape]
-                    if key == 'x' and first.size(0) != n or bad:
-                        raise ValueError(
-                            f"items' '{key}' must all have {n} rows (the shared graph's node "
-                            f"count) and one shape; got {tuple(first.shape)} and {bad[:3]}: "
-                            "are the items from another nside or patch order than the graph?")
-                    out[key] = torch.stack(values)
-                elif first.dim() == 0:
-                    out[key] = torch.stack(values)
-                else:
-                    out[key] = torch.cat(values)
-            elif isinstance(first, (bool, int, float)):
-                out[key] = torch.tensor(values)
-            else:
-                out[key] = values
+            out[key] = self._collate(key, [item[key] for item in items], items[0])
         for key in GRAPH_KEYS:
             if key in self.graph:
                 out[key] = self.graph[key]
-        out.num_nodes = n
+        out.num_nodes = self.graph.num_nodes
         out.num_graphs = len(items)
         return out
 
+    def _collate(self, key: str, values: list, item: Data):
+        first = values[0]
+        if isinstance(first, (bool, int, float)):
+            return torch.tensor(values)
+        if not isinstance(first, Tensor):
+            return values
+        if self._is_node_level(key, item):
+            return self._stack_nodes(key, values, item.__cat_dim__(key, first))
+        cat_dim = item.__cat_dim__(key, first)
+        if cat_dim is None or first.dim() == 0:
+            return torch.stack(values)
+        try:
+            return torch.cat(values, dim=cat_dim)
+        except RuntimeError as e:
+            raise ValueError(
+                f"items' graph-level '{key}' cannot be concatenated along dimension {cat_dim} "
+                f"(shapes {[tuple(v.shape) for v in values[:3]]}...): {e}"
+            ) from e
+
+    def _is_node_level(self, key: str, item: Data) -> bool:
+        if key == "x":
+            return True
+        return self.graph.num_nodes > 1 and item.is_node_attr(key)
+
+    def _stack_nodes(self, key: str, values: list, cat_dim) -> Tensor:
+        n, first = self.graph.num_nodes, values[0]
+        dim = 0 if cat_dim is None else cat_dim
+        bad = [tuple(v.shape) for v in values if v.shape != first.shape]
+        if first.dim() == 0 or first.size(dim) != n or bad:
+            raise ValueError(
+                f"items' '{key}' must all have {n} rows (the shared graph's node count) and "
+                f"one shape; got {tuple(first.shape)} and {bad[:3]}: are the items from "
+                "another nside or patch order than the graph?"
+            )
+        return torch.stack(values)
+
     def __repr__(self) -> str:
-        return f'{self.__class__.__name__}(num_nodes={self.graph.num_nodes})'
+        return f"{self.__class__.__name__}(num_nodes={self.graph.num_nodes})"
 
 
 class SharedGraphLoader(DataLoader):
@@ -111,18 +152,32 @@ class SharedGraphLoader(DataLoader):
         (torch.Size([4, 2, 1]), torch.Size([4]), torch.Size([2, 2]), None)
     """
 
-    def __init__(self, dataset: Any, batch_size: Optional[int] = 1, shuffle: bool = False,
-                 graph: Optional[Data] = None, **kwargs) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: Optional[int] = 1,
+        shuffle: bool = False,
+        graph: Optional[Data] = None,
+        **kwargs,
+    ) -> None:
         if batch_size is None:
-            raise ValueError("SharedGraphLoader collates batches: batch_size must be an int, "
-                             "got None; for single items, index the dataset")
-        if 'collate_fn' in kwargs:
-            raise TypeError("SharedGraphLoader sets collate_fn itself; use torch's DataLoader "
-                            "for a custom one")
+            raise ValueError(
+                "SharedGraphLoader collates batches: batch_size must be an int, "
+                "got None; for single items, index the dataset"
+            )
+        if "collate_fn" in kwargs:
+            raise TypeError(
+                "SharedGraphLoader sets collate_fn itself; use torch's DataLoader for a custom one"
+            )
         if graph is None:
-            graph = getattr(dataset, 'graph', None)
+            graph = getattr(dataset, "graph", None)
             if graph is None:
                 raise ValueError("the dataset has no .graph: pass the shared graph as graph=")
-        super().__init__(dataset, batch_size=batch_size, shuffle=shuffle,
-                         collate_fn=SharedGraphCollater(graph), **kwargs)
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=SharedGraphCollater(graph),
+            **kwargs,
+        )
         self.graph = graph

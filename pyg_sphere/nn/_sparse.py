@@ -7,6 +7,7 @@ the *identity* of the graph tensors (never on their content, which would cost as
 rebuilding). Device, dtype, node count, normalization and :math:`\\lambda_{\\max}` are part of
 the key.
 """
+
 import math
 import warnings
 from typing import Optional, Tuple, Union
@@ -20,7 +21,7 @@ from .. import cache
 
 LambdaMax = Union[float, Tensor]
 
-NORMALIZATIONS = (None, 'sym', 'rw')
+NORMALIZATIONS = (None, "sym", "rw")
 
 
 # Registered in pyg_sphere.cache; operators are large (about 12 bytes per edge, twice when
@@ -33,13 +34,15 @@ NODE_CACHE = cache.identity_memo("node_count")
 @torch.compiler.disable
 def check_node_count(edge_index: Tensor, num_nodes: int):
     """Raises if :obj:`edge_index` refers to nodes beyond :obj:`num_nodes` (once per graph)."""
-    largest = NODE_CACHE.get((edge_index, ), (), lambda: int(edge_index.max())
-                             if edge_index.numel() > 0 else -1)
+    largest = NODE_CACHE.get(
+        (edge_index,), (), lambda: int(edge_index.max()) if edge_index.numel() > 0 else -1
+    )
     if largest >= num_nodes:
         raise ValueError(
             f"x has {num_nodes} nodes along its node dimension (-2) but edge_index refers "
             f"to node {largest}: x must be [N, F] or [B, N, F] with N the number of nodes of "
-            f"the graph (graph.num_nodes)")
+            f"the graph (graph.num_nodes)"
+        )
 
 
 def check_normalization(normalization):
@@ -49,15 +52,15 @@ def check_normalization(normalization):
 
 
 @torch.compiler.disable
-def estimated_lambda_max(edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
-                         normalization: Optional[str]) -> float:
+def estimated_lambda_max(
+    edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int, normalization: Optional[str]
+) -> float:
     """Largest Laplacian eigenvalue of a graph, estimated once per graph and cached."""
     from pyg_sphere.graph import estimate_lambda_max
 
     def build():
         ew = None if edge_weight is None else edge_weight.detach()
-        return float(estimate_lambda_max(edge_index, ew, num_nodes,
-                                          normalization=normalization))
+        return float(estimate_lambda_max(edge_index, ew, num_nodes, normalization=normalization))
 
     return LAMBDA_CACHE.get((edge_index, edge_weight), (num_nodes, normalization), build)
 
@@ -68,7 +71,7 @@ def lambda_max_key(lambda_max: LambdaMax) -> Tuple[float, ...]:
     if isinstance(lambda_max, Tensor):
         values = tuple(float(v) for v in lambda_max.detach().reshape(-1).tolist())
     else:
-        values = (float(lambda_max), )
+        values = (float(lambda_max),)
     if len(values) == 0 or not all(math.isfinite(v) and v > 0 for v in values):
         hint = " (a graph without edges has lambda_max 0: use K=1 there)" if 0.0 in values else ""
         raise ValueError(f"lambda_max must be positive and finite, got {values}{hint}")
@@ -77,10 +80,15 @@ def lambda_max_key(lambda_max: LambdaMax) -> Tuple[float, ...]:
     return values
 
 
-def scaled_laplacian(edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
-                     normalization: Optional[str], lambda_max: Tuple[float, ...],
-                     dtype: torch.dtype, batch: Optional[Tensor] = None
-                     ) -> Tuple[Tensor, Tensor]:
+def scaled_laplacian(
+    edge_index: Tensor,
+    edge_weight: Optional[Tensor],
+    num_nodes: int,
+    normalization: Optional[str],
+    lambda_max: Tuple[float, ...],
+    dtype: torch.dtype,
+    batch: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
     """Edges and weights of :math:`\\tilde{L} = 2L/\\lambda_{\\max} - I`, differentiable in
     :obj:`edge_weight`.
 
@@ -89,8 +97,11 @@ def scaled_laplacian(edge_index: Tensor, edge_weight: Optional[Tensor], num_node
     graph of a batch, picked for each edge by ``batch[edge_index[0]]``.
     """
     row, col = edge_index[0], edge_index[1]
-    weight = (torch.ones(row.numel(), dtype=dtype, device=row.device) if edge_weight is None
-              else edge_weight.to(dtype))
+    weight = (
+        torch.ones(row.numel(), dtype=dtype, device=row.device)
+        if edge_weight is None
+        else edge_weight.to(dtype)
+    )
     loops = row == col
     if bool(loops.any()):  # ChebConv drops self loops before normalizing
         keep = ~loops
@@ -100,12 +111,16 @@ def scaled_laplacian(edge_index: Tensor, edge_weight: Optional[Tensor], num_node
         node_scale = scale
     else:
         if batch is None:
-            raise ValueError(f"lambda_max holds {len(lambda_max)} values (one per graph): "
-                             f"pass the `batch` vector too, or a single float")
+            raise ValueError(
+                f"lambda_max holds {len(lambda_max)} values (one per graph): "
+                f"pass the `batch` vector too, or a single float"
+            )
         lam = torch.tensor(lambda_max, dtype=dtype, device=row.device)
         if int(batch.max()) >= lam.numel():
-            raise ValueError(f"batch refers to graph {int(batch.max())} but lambda_max holds "
-                             f"only {lam.numel()} values")
+            raise ValueError(
+                f"batch refers to graph {int(batch.max())} but lambda_max holds "
+                f"only {lam.numel()} values"
+            )
         node_scale = (2.0 / lam)[batch]
         scale = node_scale[row]
     # L = D - W (None), I - D^-1/2 W D^-1/2 ('sym') or I - D^-1 W ('rw'), computed in one pass
@@ -115,9 +130,9 @@ def scaled_laplacian(edge_index: Tensor, edge_weight: Optional[Tensor], num_node
         off = weight
         diag = degree
     else:
-        inv = degree.pow(-0.5 if normalization == 'sym' else -1.0)
+        inv = degree.pow(-0.5 if normalization == "sym" else -1.0)
         inv = inv.masked_fill(torch.isinf(inv), 0.0)
-        off = inv[row] * weight * inv[col] if normalization == 'sym' else inv[row] * weight
+        off = inv[row] * weight * inv[col] if normalization == "sym" else inv[row] * weight
         diag = torch.ones_like(degree)
     nodes = torch.arange(num_nodes, dtype=row.dtype, device=row.device)
     edge_index = torch.cat([torch.stack([row, col]), nodes.expand(2, -1)], dim=1)
@@ -130,6 +145,7 @@ class ChebOperator:
     """:math:`\\tilde{L}` and :math:`2\\tilde{L}` as CSR tensors (rows are target nodes),
     with their transposes for the backward pass (the same tensors when :math:`\\tilde{L}` is
     symmetric, which is checked, not assumed)."""
+
     def __init__(self, edge_index: Tensor, weight: Tensor, num_nodes: int):
         self.num_nodes = num_nodes
         self.symmetric = False
@@ -142,14 +158,15 @@ class ChebOperator:
         # 2L~ shares the index arrays of L~: the recursion T_k = 2 L~ T_{k-1} - T_{k-2}
         # then costs one product and one subtraction.
         self.matrix2 = _with_values(l1, 2.0 * l1.values())
-        self.matrix2_t = self.matrix2 if self.symmetric else _with_values(
-            l1_t, 2.0 * l1_t.values())
+        self.matrix2_t = self.matrix2 if self.symmetric else _with_values(l1_t, 2.0 * l1_t.values())
 
 
 def _nearly_equal(a: Tensor, b: Tensor) -> bool:
     # The sym normalization w_ij / sqrt(d_i d_j) is symmetric up to rounding of the products.
-    if not (torch.equal(a.crow_indices(), b.crow_indices())
-            and torch.equal(a.col_indices(), b.col_indices())):
+    if not (
+        torch.equal(a.crow_indices(), b.crow_indices())
+        and torch.equal(a.col_indices(), b.col_indices())
+    ):
         return False
     va, vb = a.values(), b.values()
     if va.numel() == 0:
@@ -158,11 +175,10 @@ def _nearly_equal(a: Tensor, b: Tensor) -> bool:
     return float((va - vb).abs().max()) <= tol
 
 
-def _csr_and_transpose(row: Tensor, col: Tensor, value: Tensor,
-                       n: int) -> Tuple[Tensor, Tensor]:
+def _csr_and_transpose(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tuple[Tensor, Tensor]:
     """CSR matrices with entries ``(row[e], col[e]) = value[e]`` and its transpose, duplicates
     summed (as message passing sums them)."""
-    if value.device.type == 'cpu' and value.dtype in (torch.float32, torch.float64):
+    if value.device.type == "cpu" and value.dtype in (torch.float32, torch.float64):
         # scipy's conversion is a linear-time bucket sort, several times faster than sorting,
         # and its CSC -> CSR transpose is another linear pass.
         m = sp.csr_matrix((value.numpy(), (row.numpy(), col.numpy())), shape=(n, n))
@@ -172,21 +188,26 @@ def _csr_and_transpose(row: Tensor, col: Tensor, value: Tensor,
 
 
 def _from_scipy(m: sp.csr_matrix) -> Tensor:
-    return _csr_tensor(torch.from_numpy(m.indptr), torch.from_numpy(m.indices),
-                       torch.from_numpy(m.data), m.shape[0])
+    return _csr_tensor(
+        torch.from_numpy(m.indptr),
+        torch.from_numpy(m.indices),
+        torch.from_numpy(m.data),
+        m.shape[0],
+    )
 
 
 def _csr_torch(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:
     with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='.*[Ss]parse.*')
-        coo = torch.sparse_coo_tensor(torch.stack([row, col]), value, (n, n),
-                                      check_invariants=False).coalesce()
+        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+        coo = torch.sparse_coo_tensor(
+            torch.stack([row, col]), value, (n, n), check_invariants=False
+        ).coalesce()
         return coo.to_sparse_csr()
 
 
 def _csr_tensor(crow: Tensor, col: Tensor, values: Tensor, n: int) -> Tensor:
     with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='.*[Ss]parse.*')
+        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
         return torch.sparse_csr_tensor(crow, col, values, (n, n), check_invariants=False)
 
 
@@ -194,10 +215,16 @@ def _with_values(a: Tensor, values: Tensor) -> Tensor:
     return _csr_tensor(a.crow_indices(), a.col_indices(), values, a.size(0))
 
 
-def cheb_operator(edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
-                  normalization: Optional[str], lambda_max: Tuple[float, ...],
-                  dtype: torch.dtype, device: torch.device,
-                  batch: Optional[Tensor] = None) -> ChebOperator:
+def cheb_operator(
+    edge_index: Tensor,
+    edge_weight: Optional[Tensor],
+    num_nodes: int,
+    normalization: Optional[str],
+    lambda_max: Tuple[float, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    batch: Optional[Tensor] = None,
+) -> ChebOperator:
     """The cached :class:`ChebOperator` of a graph (built on first use)."""
     tensors = (edge_index, edge_weight, batch if len(lambda_max) > 1 else None)
 
@@ -210,8 +237,9 @@ def cheb_operator(edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: 
             ei, w = scaled_laplacian(ei, ew, num_nodes, normalization, lambda_max, dtype, b)
             return ChebOperator(ei, w, num_nodes)
 
-    return OPERATOR_CACHE.get(tensors, (num_nodes, normalization, lambda_max, dtype,
-                                        torch.device(device)), build)
+    return OPERATOR_CACHE.get(
+        tensors, (num_nodes, normalization, lambda_max, dtype, torch.device(device)), build
+    )
 
 
 # On CPU, the CSR 'sum' reduction kernel wins from about 32 columns (up to 2x faster at 64-128),
@@ -220,8 +248,8 @@ _SUM_KERNEL_MIN_COLUMNS = 32
 
 
 def _mm(a: Tensor, x: Tensor) -> Tensor:
-    if x.device.type == 'cpu' and x.size(1) >= _SUM_KERNEL_MIN_COLUMNS:
-        return torch.sparse.mm(a, x.contiguous(), 'sum')
+    if x.device.type == "cpu" and x.size(1) >= _SUM_KERNEL_MIN_COLUMNS:
+        return torch.sparse.mm(a, x.contiguous(), "sum")
     return torch.sparse.mm(a, x)  # narrow inputs on CPU; cuSPARSE on CUDA
 
 
@@ -230,8 +258,9 @@ class _ChebyshevBasis(torch.autograd.Function):
     with the cached transpose (the very same matrix when :math:`\\tilde{L}` is symmetric):
     :math:`\\sum_k T_k(\\tilde{L}^\\top) G_k` in K - 1 sparse products, with no autograd
     graph of the recursion and no copies of the incoming gradient."""
+
     @staticmethod
-    def forward(ctx, x: Tensor, op: 'ChebOperator', K: int) -> Tensor:
+    def forward(ctx, x: Tensor, op: "ChebOperator", K: int) -> Tensor:
         ctx.op = op
         n, b, f = x.shape
         t0 = x.reshape(n, b * f)

@@ -1,4 +1,5 @@
 """Additive Gaussian noise at a level relative to the maps' standard deviation."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -7,6 +8,8 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
+
+from .._validate import check_int, check_positive
 
 
 class AddGaussianNoise(BaseTransform):
@@ -50,14 +53,14 @@ class AddGaussianNoise(BaseTransform):
     def __init__(self, level: float, std: float = 1.0, *, seed: Optional[int] = None) -> None:
         if not float(level) >= 0:
             raise ValueError(f"level must be a non-negative number, got {level!r}")
-        if not float(std) > 0:
-            raise ValueError(f"std must be positive, got {std!r}; use the noiseless maps' "
-                             "standard deviation, e.g. ConvergenceMaps.map_std")
-        if seed is not None and not (isinstance(seed, (int, np.integer)) and seed >= 0):
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        try:
+            self.std = check_positive("std", std)
+        except ValueError as e:
+            raise ValueError(
+                f"{e}; use the noiseless maps' standard deviation, e.g. ConvergenceMaps.map_std"
+            ) from None
         self.level = float(level)
-        self.std = float(std)
-        self.seed = None if seed is None else int(seed)
+        self.seed = None if seed is None else check_int("seed", seed, 0)
 
     @property
     def sigma(self) -> float:
@@ -72,13 +75,14 @@ class AddGaussianNoise(BaseTransform):
             noise = torch.randn(x.shape, dtype=x.dtype, device=x.device)
         else:
             ids = []
-            for key in ('map_id', 'patch_id'):
+            for key in ("map_id", "patch_id"):
                 value = getattr(data, key, None)
                 if value is None or torch.as_tensor(value).numel() != 1:
                     raise ValueError(
                         f"seeded noise needs a single data.{key} to tell samples apart (items of "
                         "ConvergenceMaps carry map_id and patch_id); apply the transform per item, "
-                        "or use seed=None for fresh noise")
+                        "or use seed=None for fresh noise"
+                    )
                 ids.append(int(value))
             rng = np.random.default_rng([self.seed, *ids])
             dtype = np.float64 if x.dtype == torch.float64 else np.float32
@@ -88,4 +92,4 @@ class AddGaussianNoise(BaseTransform):
         return data
 
     def __repr__(self) -> str:
-        return f'{self.__class__.__name__}(level={self.level}, std={self.std:g}, seed={self.seed})'
+        return f"{self.__class__.__name__}(level={self.level}, std={self.std:g}, seed={self.seed})"

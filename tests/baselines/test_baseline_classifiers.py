@@ -10,7 +10,7 @@ from pyg_sphere.baselines import HistogramClassifier, PSDClassifier
 
 NSIDE, ORDER = 32, 2
 LMAX = 3 * NSIDE - 1
-PER_MAP = 12 * ORDER ** 2  # 48 patches of 256 pixels per map
+PER_MAP = 12 * ORDER**2  # 48 patches of 256 pixels per map
 ELL = np.arange(LMAX + 1)
 
 
@@ -42,8 +42,9 @@ def splits(cl_a, cl_b, seed):
     rng = np.random.default_rng(seed)
     sets = []
     for num_maps in (4, 2, 2):
-        x = np.concatenate([gaussian_patches(cl, NSIDE, ORDER, num_maps, rng)
-                            for cl in (cl_a, cl_b)])
+        x = np.concatenate(
+            [gaussian_patches(cl, NSIDE, ORDER, num_maps, rng) for cl in (cl_a, cl_b)]
+        )
         sets += [x, np.repeat([0, 1], num_maps * PER_MAP)]
     return sets
 
@@ -54,8 +55,9 @@ def test_psd_classifier_separates_spectral_shapes():
     clf = PSDClassifier(NSIDE, bins=16).fit(x, y, x_val, y_val)
     assert clf.score(x_test, y_test) > 0.9
     assert clf.best_C in clf.Cs
-    assert repr(clf) == (f"PSDClassifier(nside=32, patch 0, lmax={LMAX}, bins=16, "
-                         f"best_C={clf.best_C:g})")
+    assert repr(clf) == (
+        f"PSDClassifier(nside=32, patch 0, lmax={LMAX}, bins=16, best_C={clf.best_C:g})"
+    )
 
 
 def test_psd_classifier_near_chance_on_identical_classes():
@@ -65,8 +67,7 @@ def test_psd_classifier_near_chance_on_identical_classes():
 
 
 def test_histogram_classifier_separates_variances_and_not_identical_classes():
-    x, y, x_val, y_val, x_test, y_test = splits(spectrum(1.0), 1.3 ** 2 * spectrum(1.0),
-                                                seed=2)
+    x, y, x_val, y_val, x_test, y_test = splits(spectrum(1.0), 1.3**2 * spectrum(1.0), seed=2)
     clf = HistogramClassifier().fit(x, y, x_val, y_val)
     assert clf.edges.shape == (101,)
     assert clf.transform(x_test).shape == (len(x_test), 100)
@@ -88,16 +89,20 @@ def test_c_is_chosen_on_validation_data():
     clf = HistogramClassifier(bins=30, Cs=Cs).fit(x[:60], y[:60], x[60:90], y[60:90])
     # Oracle: one LinearSVC per C on the same standardised features.
     train, val = clf.transform(x[:60]), clf.transform(x[60:90])
-    expected = [LinearSVC(C=C, max_iter=10_000, random_state=0).fit(train, y[:60])
-                .score(val, y[60:90]) for C in Cs]
+    expected = [
+        LinearSVC(C=C, max_iter=10_000, random_state=0).fit(train, y[:60]).score(val, y[60:90])
+        for C in Cs
+    ]
     np.testing.assert_allclose(clf.val_accuracies, expected)
     assert clf.best_C == Cs[int(np.argmax(expected))]  # first maximum: smallest C
     assert len(set(expected)) > 1  # the choice was not trivial
     # The kept model is the one fitted with best_C.
     np.testing.assert_array_equal(
         clf.predict(x[90:]),
-        LinearSVC(C=clf.best_C, max_iter=10_000, random_state=0).fit(train, y[:60])
-        .predict(clf.transform(x[90:])))
+        LinearSVC(C=clf.best_C, max_iter=10_000, random_state=0)
+        .fit(train, y[:60])
+        .predict(clf.transform(x[90:])),
+    )
     # Standardisation uses training statistics only.
     np.testing.assert_allclose(train.mean(axis=0)[train.std(axis=0) > 0], 0, atol=1e-12)
 
@@ -138,10 +143,14 @@ def test_bad_input():
         clf.predict(x[0])
     with pytest.raises(ValueError, match="positive"):
         HistogramClassifier(Cs=[0.0, 1.0])
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="bins must be an integer >= 1"):
         HistogramClassifier(bins=0)
-    with pytest.raises(ValueError, match="power of 2"):
+    with pytest.raises(TypeError, match="bins must be an integer"):
+        HistogramClassifier(bins=2.5)
+    with pytest.raises(ValueError, match="nside must be a power of 2"):
         PSDClassifier(nside=12)
+    with pytest.raises(ValueError, match="lmax must be an integer >= 0"):
+        PSDClassifier(nside=8, lmax=-1)
     with pytest.raises(ValueError, match="one id per column"):
         PSDClassifier(8, np.arange(64)).fit(x[:, :16], y, x[:, :16], y)
 

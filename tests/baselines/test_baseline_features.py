@@ -13,8 +13,7 @@ PATCH = (NSIDE // ORDER) ** 2  # 256 pixels
 def anafast_by_hand(values, nested_pixels, nside, lmax, iter, fill=0.0):
     full = np.full(hp.nside2npix(nside), fill)
     full[nested_pixels] = values
-    cl = hp.anafast(hp.reorder(full, n2r=True), lmax=lmax, iter=iter,
-                    use_pixel_weights=False)
+    cl = hp.anafast(hp.reorder(full, n2r=True), lmax=lmax, iter=iter, use_pixel_weights=False)
     ell = np.arange(lmax + 1)
     return ell * (ell + 1) * cl
 
@@ -30,8 +29,9 @@ def test_power_spectrum_matches_anafast_of_the_patch_in_a_zero_map(x, iter):
     features = power_spectrum(x, NSIDE, pixels, lmax=40, iter=iter)
     assert features.shape == (3, 41)
     for row, values in zip(features, x):
-        np.testing.assert_allclose(row, anafast_by_hand(values, pixels, NSIDE, 40, iter),
-                                   rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(
+            row, anafast_by_hand(values, pixels, NSIDE, 40, iter), rtol=1e-10, atol=1e-14
+        )
 
 
 def test_power_spectrum_unseen_elsewhere_is_the_same(x):
@@ -39,7 +39,9 @@ def test_power_spectrum_unseen_elsewhere_is_the_same(x):
     np.testing.assert_allclose(
         power_spectrum(x[:1], NSIDE)[0],
         anafast_by_hand(x[0], np.arange(PATCH), NSIDE, 3 * NSIDE - 1, 0, fill=hp.UNSEEN),
-        rtol=1e-10, atol=1e-14)
+        rtol=1e-10,
+        atol=1e-14,
+    )
 
 
 def test_power_spectrum_default_is_patch_zero_and_full_lmax(x):
@@ -55,21 +57,25 @@ def test_power_spectrum_on_a_patch_of_nested_patches(x):
     from pyg_sphere import nested_patches
 
     patch = nested_patches(NSIDE, ORDER)[5]  # LongTensor of nested ids
-    np.testing.assert_allclose(power_spectrum(x, NSIDE, patch, lmax=30),
-                               power_spectrum(x, NSIDE, np.arange(5 * PATCH, 6 * PATCH), lmax=30))
+    np.testing.assert_allclose(
+        power_spectrum(x, NSIDE, patch, lmax=30),
+        power_spectrum(x, NSIDE, np.arange(5 * PATCH, 6 * PATCH), lmax=30),
+    )
 
 
 def test_power_spectrum_scattered_pixels(x):
     pixels = np.random.default_rng(1).choice(NPIX, PATCH, replace=False)
-    np.testing.assert_allclose(power_spectrum(x, NSIDE, pixels, lmax=20)[1],
-                               anafast_by_hand(x[1], pixels, NSIDE, 20, 0), rtol=1e-10)
+    np.testing.assert_allclose(
+        power_spectrum(x, NSIDE, pixels, lmax=20)[1],
+        anafast_by_hand(x[1], pixels, NSIDE, 20, 0),
+        rtol=1e-10,
+    )
 
 
 def test_power_spectrum_binning(x):
     full = power_spectrum(x, NSIDE, lmax=29)
     edges = [2, 5, 11, 30]
-    expected = np.stack([[row[a:b].mean() for a, b in zip(edges[:-1], edges[1:])]
-                         for row in full])
+    expected = np.stack([[row[a:b].mean() for a, b in zip(edges[:-1], edges[1:])] for row in full])
     np.testing.assert_allclose(power_spectrum(x, NSIDE, lmax=29, bins=edges), expected)
     even = power_spectrum(x, NSIDE, lmax=29, bins=3)  # ell 0-9, 10-19, 20-29
     np.testing.assert_allclose(even, full.reshape(3, 3, 10).mean(axis=2))
@@ -77,11 +83,13 @@ def test_power_spectrum_binning(x):
 
 def test_power_spectrum_accepts_torch_and_trailing_channel(x):
     expected = power_spectrum(x, NSIDE, lmax=10)
-    np.testing.assert_allclose(power_spectrum(torch.tensor(x)[:, :, None], NSIDE, lmax=10),
-                               expected)
+    np.testing.assert_allclose(
+        power_spectrum(torch.tensor(x)[:, :, None], NSIDE, lmax=10), expected
+    )
     np.testing.assert_allclose(
         power_spectrum(x.astype(np.float32), NSIDE, torch.arange(PATCH), lmax=10),
-        power_spectrum(x.astype(np.float32).astype(np.float64), NSIDE, lmax=10))
+        power_spectrum(x.astype(np.float32).astype(np.float64), NSIDE, lmax=10),
+    )
 
 
 def test_histogram_matches_numpy(x):
@@ -122,14 +130,17 @@ def test_large_inputs_are_processed_in_blocks(monkeypatch):
         histogram(values, edges)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.zeros(PATCH), r"\[1, num_pixels\]"),
-    (np.zeros((2, PATCH, 3)), "num_samples, num_pixels"),
-    (np.zeros((0, PATCH)), "empty"),
-    (np.full((2, PATCH), np.nan), "NaN"),
-    (np.full((2, PATCH), hp.UNSEEN), "UNSEEN"),
-    (np.full((2, PATCH), hp.UNSEEN, dtype=np.float32), "UNSEEN"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros(PATCH), r"\[1, num_pixels\]"),
+        (np.zeros((2, PATCH, 3)), "num_samples, num_pixels"),
+        (np.zeros((0, PATCH)), "empty"),
+        (np.full((2, PATCH), np.nan), "NaN"),
+        (np.full((2, PATCH), hp.UNSEEN), "UNSEEN"),
+        (np.full((2, PATCH), hp.UNSEEN, dtype=np.float32), "UNSEEN"),
+    ],
+)
 def test_bad_samples(bad, match):
     with pytest.raises(ValueError, match=match):
         power_spectrum(bad, NSIDE)

@@ -7,9 +7,10 @@ import pytest
 from scipy import stats
 from scipy.special import eval_legendre
 
-import pyg_sphere.datasets.simulate as sim
-import pyg_sphere.simulate as cli
-from pyg_sphere.datasets.simulate import (
+import pyg_sphere.apps.simulate as cli
+import pyg_sphere.datasets.lognormal_maps as sim
+from pyg_sphere import cache
+from pyg_sphere.datasets.lognormal_maps import (
     cosmology_models,
     gaussian_alm,
     lognormal_gaussian_cl,
@@ -37,6 +38,7 @@ def binned_ratio(measured, target, edges):
 
 
 # ---------------------------------------------------------------- the shipped table
+
 
 def test_table_models_and_power_matching():
     m1, m2 = cosmology_models()
@@ -71,9 +73,15 @@ def test_table_matches_pyccl():
     nz = np.exp(-0.5 * ((z - float(t["z_mean"])) / float(t["z_sigma"])) ** 2)
     for i in range(3):
         om, s8 = float(t["omega_m"][i]), float(t["sigma_8"][i])
-        cosmo = ccl.Cosmology(Omega_c=om - 0.05, Omega_b=0.05, h=0.7, sigma8=s8, n_s=0.96,
-                              transfer_function="eisenstein_hu",
-                              matter_power_spectrum="halofit")
+        cosmo = ccl.Cosmology(
+            Omega_c=om - 0.05,
+            Omega_b=0.05,
+            h=0.7,
+            sigma8=s8,
+            n_s=0.96,
+            transfer_function="eisenstein_hu",
+            matter_power_spectrum="halofit",
+        )
         # independent route: shear spectrum converted to convergence,
         # C^kk = C^gg * [l(l+1)]^2 / ((l+2)(l+1)l(l-1))
         shear = ccl.WeakLensingTracer(cosmo, dndz=(z, nz))
@@ -82,7 +90,24 @@ def test_table_matches_pyccl():
         np.testing.assert_allclose(t["cl"][i][ell], cl_kk, rtol=2e-3)
 
 
+def test_tables_are_registered_read_only_caches():
+    cache.clear("gaussian_cl")
+    info = cache.info()
+    assert {"cl_table", "legendre_nodes", "gaussian_cl"} <= set(info)
+    a = sim._model_gaussian_cl(False, 0, 47)
+    b = sim._model_gaussian_cl(False, 0, 47)
+    assert a is b and not a.flags.writeable
+    stats = cache.info()["gaussian_cl"]
+    assert (stats.hits, stats.misses, stats.entries) == (1, 1, 1)
+    x, w = sim._legendre_nodes(16)
+    assert not x.flags.writeable and not w.flags.writeable
+    cache.clear()  # emptied caches are rebuilt on demand
+    assert np.array_equal(sim._model_gaussian_cl(False, 0, 47), a)
+    assert cosmology_models()[0].lmax == 6144
+
+
 # ------------------------------------------------------------- lognormal transform
+
 
 def test_gaussian_cl_inverts_the_lognormal_correlation():
     # Build kappa's spectrum from a known Gaussian one through the forward relation
@@ -140,6 +165,7 @@ def test_gaussian_alm_statistics():
 
 # --------------------------------------------------------------------- map statistics
 
+
 @pytest.mark.parametrize("label", [0, 1])
 def test_maps_have_target_spectrum_and_lognormal_pdf(label):
     nside = 128
@@ -185,8 +211,9 @@ def test_strongly_non_gaussian_map_keeps_the_target_spectrum():
         m = lognormal_map(clg, shift, nside, np.random.default_rng(seed))
         assert m.min() >= -shift and stats.skew(m) > 3
         cls.append(hp.anafast(m, lmax=lmax, use_pixel_weights=False))
-    ratio, err = binned_ratio(np.mean(cls, axis=0), model.cl[: lmax + 1],
-                              [10, 32, 64, 96, 128, 160, 192])
+    ratio, err = binned_ratio(
+        np.mean(cls, axis=0), model.cl[: lmax + 1], [10, 32, 64, 96, 128, 160, 192]
+    )
     assert np.all(np.abs(ratio - 1) < 0.05), ratio
 
 
@@ -203,17 +230,20 @@ def test_same_seed_same_map_and_different_seeds_differ():
 
 # ----------------------------------------------------------------- written collections
 
+
 @pytest.mark.parametrize("nest", [False, True])
 def test_collection_format(tmp_path, nest):
-    manifest = simulate_convergence_maps(tmp_path, 5, 16, seed=3, nest=nest,
-                                         split_fractions=(0.6, 0.2, 0.2), progress=False)
+    manifest = simulate_convergence_maps(
+        tmp_path, 5, 16, seed=3, nest=nest, split_fractions=(0.6, 0.2, 0.2), progress=False
+    )
     assert manifest == tmp_path / "raw" / "manifest.csv"
     with open(manifest) as f:
         assert f.readline().strip() == "file,label,omega_m,sigma_8,split"
     rows = read_manifest(manifest)
     assert len(rows) == 10
-    assert sorted(f.name for f in (tmp_path / "raw").iterdir()) == \
-        sorted([r["file"] for r in rows] + ["manifest.csv"])
+    assert sorted(f.name for f in (tmp_path / "raw").iterdir()) == sorted(
+        [r["file"] for r in rows] + ["manifest.csv"]
+    )
     for label, (om, s8) in enumerate([(0.31, 0.82), (0.26, 0.91)]):
         mine = [r for r in rows if int(r["label"]) == label]
         assert len(mine) == 5
@@ -241,8 +271,9 @@ def test_collection_is_deterministic(tmp_path):
     for r in read_manifest(tmp_path / "a" / "raw" / "manifest.csv"):
         a, b, c = (hp.read_map(tmp_path / d / "raw" / r["file"]) for d in "abc")
         assert np.array_equal(a, b) and not np.allclose(a, c)
-    assert (tmp_path / "a/raw/manifest.csv").read_bytes() == \
-        (tmp_path / "b/raw/manifest.csv").read_bytes()
+    assert (tmp_path / "a/raw/manifest.csv").read_bytes() == (
+        tmp_path / "b/raw/manifest.csv"
+    ).read_bytes()
 
 
 def test_power_matched_collection(tmp_path):
@@ -275,23 +306,26 @@ def test_interrupted_run_leaves_no_manifest_and_no_temporaries(tmp_path, monkeyp
     assert len(rows) == 6
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(nside=12), "power of two"),
-    (dict(nside=0), "power of two"),
-    (dict(nside=16.0), "power of two"),
-    (dict(n_per_class=0), "n_per_class must be >= 1"),
-    (dict(n_per_class=2.5), "n_per_class must be an integer"),
-    (dict(seed=-1), "seed must be >= 0"),
-    (dict(split_fractions=(0.5, 0.2, 0.2)), "summing to 1"),
-    (dict(split_fractions=(1.2, -0.2, 0.0)), "non-negative"),
-    (dict(split_fractions=(0.5, 0.5)), "three"),
-    (dict(lmax=7000), "beyond the tabulated"),
-    (dict(lmax=1), "lmax must be >= 2"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(nside=12), "nside must be a power of 2"),
+        (dict(nside=0), "nside must be a power of 2"),
+        (dict(nside=16.0), "nside must be an integer power of 2"),
+        (dict(n_per_class=0), "n_per_class must be an integer >= 1"),
+        (dict(n_per_class=2.5), "n_per_class must be an integer"),
+        (dict(seed=-1), "seed must be an integer >= 0"),
+        (dict(split_fractions=(0.5, 0.2, 0.2)), "summing to 1"),
+        (dict(split_fractions=(1.2, -0.2, 0.0)), "non-negative"),
+        (dict(split_fractions=(0.5, 0.5)), "three"),
+        (dict(lmax=7000), "beyond the tabulated"),
+        (dict(lmax=1), "lmax must be an integer >= 2"),
+    ],
+)
 def test_bad_input(tmp_path, kwargs, match):
     args = dict(out_dir=tmp_path, n_per_class=1, nside=8, progress=False)
     args.update(kwargs)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         simulate_convergence_maps(**args)
     assert not (tmp_path / "raw" / "manifest.csv").exists()
 
@@ -316,15 +350,34 @@ def test_bad_input_low_level():
 
 # ----------------------------------------------------------------------------- CLI
 
+
 def test_cli_writes_collection(tmp_path, capsys):
-    assert cli.main(["--out", str(tmp_path), "--n-per-class", "2", "--nside", "8",
-                     "--seed", "4", "--nest", "--power-matched", "--split", "0.5", "0.5", "0",
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "--out",
+                str(tmp_path),
+                "--n-per-class",
+                "2",
+                "--nside",
+                "8",
+                "--seed",
+                "4",
+                "--nest",
+                "--power-matched",
+                "--split",
+                "0.5",
+                "0.5",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = read_manifest(tmp_path / "raw" / "manifest.csv")
     assert [r["split"] for r in rows] == ["train", "val", "train", "val"]
     m = hp.read_map(tmp_path / "raw" / rows[3]["file"], nest=True)
-    expected = simulate_convergence_map(8, 1, rng=map_rng(4, 1, 1), power_matched=True,
-                                        nest=True)
+    expected = simulate_convergence_map(8, 1, rng=map_rng(4, 1, 1), power_matched=True, nest=True)
     np.testing.assert_array_equal(m, expected.astype(np.float32))
     assert "manifest.csv" in capsys.readouterr().err
 
@@ -338,7 +391,7 @@ def test_cli_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["--out", str(tmp_path), "--n-per-class", "1", "--nside", "12"])
     assert exc.value.code == 2
-    assert "nside must be a power of two" in capsys.readouterr().err
+    assert "nside must be a power of 2" in capsys.readouterr().err
 
 
 def test_docstring_examples():

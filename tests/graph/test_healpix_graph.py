@@ -8,8 +8,8 @@ import torch
 from torch_geometric.utils import degree, is_undirected
 
 import pyg_sphere
-from pyg_sphere import cache
-from pyg_sphere import healpix_graph
+from pyg_sphere import cache, healpix_graph
+
 graph_module = importlib.import_module("pyg_sphere.graph._healpix_graph")
 
 
@@ -20,9 +20,9 @@ def _dense_reference(nside, k, sigma):
     edges that exact distance ties at the k-th neighbour make optional.
     """
     pos = np.stack(hp.pix2vec(nside, np.arange(12 * nside**2), nest=True), -1)
-    d2 = ((pos[:, None] - pos[None])**2).sum(-1)
+    d2 = ((pos[:, None] - pos[None]) ** 2).sum(-1)
     np.fill_diagonal(d2, np.inf)
-    kth = np.sort(d2, axis=1)[:, k - 1:k]
+    kth = np.sort(d2, axis=1)[:, k - 1 : k]
     sure = d2 < kth * (1 - 1e-9)
     maybe = d2 <= kth * (1 + 1e-9)
     sure, maybe = sure | sure.T, maybe | maybe.T
@@ -48,12 +48,14 @@ def test_structure():
     assert torch.equal(g.pixels, torch.arange(n))
     ref_pos = np.stack(hp.pix2vec(16, np.arange(n), nest=True), -1)
     np.testing.assert_allclose(g.pos.numpy(), ref_pos, atol=1e-6)
-    assert 'index' not in ''.join(k for k in g.keys() if k != 'edge_index')
+    assert "index" not in "".join(k for k in g.keys() if k != "edge_index")
 
 
-@pytest.mark.parametrize('nside,k', [(4, 8), (8, 8), (8, 20), (8, 40), (4, 60)])
+@pytest.mark.parametrize("nside,k", [(4, 8), (8, 8), (8, 20), (8, 40), (4, 60)])
 def test_weights_match_dense_computation(nside, k):
-    _assert_matches_reference(healpix_graph(nside, num_neighbors=k), k, pyg_sphere.kernel_width(nside, k))
+    _assert_matches_reference(
+        healpix_graph(nside, num_neighbors=k), k, pyg_sphere.kernel_width(nside, k)
+    )
 
 
 def _assert_matches_reference(g, k, sigma):
@@ -71,7 +73,7 @@ def test_kernel_width_override():
     assert g.kernel_width == 0.3
 
 
-@pytest.mark.parametrize('k', [8, 20, 40, 60])
+@pytest.mark.parametrize("k", [8, 20, 40, 60])
 def test_degrees(k):
     g = healpix_graph(32, num_neighbors=k, lambda_max=False)
     deg = degree(g.edge_index[0], g.num_nodes)
@@ -81,14 +83,14 @@ def test_degrees(k):
 
 def test_v1_graph():
     nside = 8
-    g = healpix_graph(nside, variant='v1')
+    g = healpix_graph(nside, variant="v1")
     deg = degree(g.edge_index[0], g.num_nodes).long()
     assert torch.bincount(deg).tolist()[7:] == [24, 12 * nside**2 - 24]
     nbr = hp.get_all_neighbours(nside, np.arange(12 * nside**2), nest=True)
     pos = np.stack(hp.pix2vec(nside, np.arange(12 * nside**2), nest=True), -1)
     rows, cols = np.nonzero(nbr.T >= 0)
     cols = nbr.T[rows, cols]
-    d2 = ((pos[rows] - pos[cols])**2).sum(-1)
+    d2 = ((pos[rows] - pos[cols]) ** 2).sum(-1)
     ref = np.zeros((len(pos), len(pos)))
     ref[rows, cols] = np.exp(-d2 / (2 * d2.mean()))
     np.testing.assert_allclose(_dense(g), ref, rtol=1e-5, atol=1e-7)
@@ -99,7 +101,7 @@ def _assert_induced_subgraph(full, region):
     np.testing.assert_allclose(_dense(region), sub, rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize('variant', ['v1', 'v2'])
+@pytest.mark.parametrize("variant", ["v1", "v2"])
 def test_region_is_induced_subgraph(variant):
     full = healpix_graph(16, variant=variant)
     rng = np.random.default_rng(1)
@@ -119,7 +121,7 @@ def test_mask_and_ids_agree():
     assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.pixels, b.pixels)
 
 
-@pytest.mark.parametrize('region', [False, True])
+@pytest.mark.parametrize("region", [False, True])
 def test_ring_and_nest_graphs_are_equal_up_to_permutation(region):
     nside = 16
     nest_pix = np.arange(0, 12 * nside**2, 3) if region else None
@@ -140,7 +142,7 @@ def test_lambda_max_matches_dense_eigenvalue():
     d = w.sum(1)
     lap = np.eye(len(w)) - w / np.sqrt(d[:, None] * d[None])
     assert g.lambda_max == pytest.approx(1.02 * np.linalg.eigvalsh(lap).max(), rel=1e-5)
-    assert 'lambda_max' not in healpix_graph(4, lambda_max=False)
+    assert "lambda_max" not in healpix_graph(4, lambda_max=False)
 
 
 def test_memoised_and_disk_cache(tmp_path, monkeypatch):
@@ -148,36 +150,40 @@ def test_memoised_and_disk_cache(tmp_path, monkeypatch):
     b = healpix_graph(16, num_neighbors=20)
     assert a is not b and a.edge_index.data_ptr() == b.edge_index.data_ptr()
     b.x = torch.zeros(3)  # attributes set on a copy do not leak into the memo
-    assert 'x' not in healpix_graph(16, num_neighbors=20)
+    assert "x" not in healpix_graph(16, num_neighbors=20)
 
     c = healpix_graph(8, pixels=range(200), cache_dir=tmp_path)
-    assert len(list(tmp_path.glob('*.pt'))) == 1
-    cache.clear('graph')
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    cache.clear("graph")
 
     def fail(*args):
-        raise AssertionError('rebuilt instead of loading the cache')
-    monkeypatch.setattr(graph_module, '_build', fail)
+        raise AssertionError("rebuilt instead of loading the cache")
+
+    monkeypatch.setattr(graph_module, "_build", fail)
     d = healpix_graph(8, pixels=range(200), cache_dir=tmp_path)
     assert torch.equal(c.edge_index, d.edge_index) and torch.equal(c.edge_weight, d.edge_weight)
     assert d.lambda_max == c.lambda_max and d.nside == 8
 
 
-@pytest.mark.parametrize('kwargs,match', [
-    (dict(nside=12), 'power of 2'),
-    (dict(nside=0), 'power of 2'),
-    (dict(nside=2**30), 'power of 2'),
-    (dict(nside=4, pixels=[0, 192]), 'outside'),
-    (dict(nside=4, pixels=[-1, 3]), 'outside'),
-    (dict(nside=4, pixels=[3, 5, 3]), 'duplicated'),
-    (dict(nside=4, pixels=[]), 'empty'),
-    (dict(nside=4, pixels=np.ones(100, dtype=bool)), 'boolean mask'),
-    (dict(nside=4, num_neighbors=7), 'kernel_width'),
-    (dict(nside=4, num_neighbors=61, kernel_width=0.1), 'Unsupported num_neighbors'),
-    (dict(nside=4, num_neighbors=0, kernel_width=0.1), 'Unsupported num_neighbors'),
-    (dict(nside=4, variant='v1', num_neighbors=20), 'v1'),
-    (dict(nside=4, variant='v3'), 'variant'),
-    (dict(nside=4, kernel_width=-1.0), 'positive'),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(nside=12), "power of 2"),
+        (dict(nside=0), "power of 2"),
+        (dict(nside=2**30), "power of 2"),
+        (dict(nside=4, pixels=[0, 192]), "outside"),
+        (dict(nside=4, pixels=[-1, 3]), "outside"),
+        (dict(nside=4, pixels=[3, 5, 3]), "duplicated"),
+        (dict(nside=4, pixels=[]), "empty"),
+        (dict(nside=4, pixels=np.ones(100, dtype=bool)), "boolean mask"),
+        (dict(nside=4, num_neighbors=7), "kernel_width"),
+        (dict(nside=4, num_neighbors=61, kernel_width=0.1), "Unsupported num_neighbors"),
+        (dict(nside=4, num_neighbors=0, kernel_width=0.1), "Unsupported num_neighbors"),
+        (dict(nside=4, variant="v1", num_neighbors=20), "v1"),
+        (dict(nside=4, variant="v3"), "variant"),
+        (dict(nside=4, kernel_width=-1.0), "positive"),
+    ],
+)
 def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         healpix_graph(**kwargs)

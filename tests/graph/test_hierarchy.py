@@ -4,20 +4,26 @@ import pytest
 import torch
 
 import pyg_sphere
-from pyg_sphere import (close_hierarchy, coarsen_graph, healpix_graph, healpix_hierarchy,
-                        is_closed_hierarchy, nested_patches)
+from pyg_sphere import (
+    close_hierarchy,
+    coarsen_graph,
+    healpix_graph,
+    healpix_hierarchy,
+    is_closed_hierarchy,
+    nested_patches,
+)
 
 
 def test_nested_patches_match_healpy_parents():
     nside, order = 16, 4
     patches = nested_patches(nside, order)
-    assert patches.shape == (12 * order**2, (nside // order)**2)
+    assert patches.shape == (12 * order**2, (nside // order) ** 2)
     assert torch.equal(patches.flatten().sort().values, torch.arange(12 * nside**2))
     # the patch of a pixel is its ancestor at nside=order: check with healpy's geometry
     theta, phi = hp.pix2ang(nside, patches.numpy().ravel(), nest=True)
     parent = hp.ang2pix(order, theta, phi, nest=True).reshape(patches.shape)
     assert (parent == np.arange(12 * order**2)[:, None]).all()
-    with pytest.raises(ValueError, match='exceed'):
+    with pytest.raises(ValueError, match="exceed"):
         nested_patches(4, 8)
 
 
@@ -34,10 +40,10 @@ def test_close_hierarchy():
     assert is_closed_hierarchy(full, levels=2)
 
 
-@pytest.mark.parametrize('pixels', [None, 'region'])
+@pytest.mark.parametrize("pixels", [None, "region"])
 def test_hierarchy_parents_match_ud_grade(pixels):
     nside, levels = 32, 3
-    if pixels == 'region':
+    if pixels == "region":
         rng = np.random.default_rng(0)
         pixels = close_hierarchy(rng.choice(12 * nside**2, 40, replace=False), levels)
     graphs = healpix_hierarchy(nside, levels, pixels, lambda_max=False)
@@ -45,7 +51,7 @@ def test_hierarchy_parents_match_ud_grade(pixels):
     mask = np.zeros(12 * nside**2)
     mask[graphs[0].pixels.numpy()] = 1
     for g in graphs[1:]:
-        coarse = hp.ud_grade(mask, g.nside, order_in='NEST', order_out='NEST')
+        coarse = hp.ud_grade(mask, g.nside, order_in="NEST", order_out="NEST")
         assert np.array_equal(np.flatnonzero(coarse > 0), g.pixels.numpy())
         # a closed region stays closed: every parent has all its children
         assert np.all(coarse[g.pixels.numpy()] == 1.0)
@@ -59,9 +65,9 @@ def test_coarsen_graph_is_healpix_graph_of_parents():
     assert torch.equal(c.edge_index, ref.edge_index)
     assert torch.allclose(c.edge_weight, ref.edge_weight)
     assert c.lambda_max == pytest.approx(ref.lambda_max)
-    with pytest.raises(ValueError, match='nested'):
+    with pytest.raises(ValueError, match="nested"):
         coarsen_graph(healpix_graph(4, nest=False), 1)
-    with pytest.raises(ValueError, match='Cannot coarsen'):
+    with pytest.raises(ValueError, match="Cannot coarsen"):
         coarsen_graph(healpix_graph(4), 3)
-    with pytest.raises(ValueError, match='nest=True'):
+    with pytest.raises(ValueError, match="nest=True"):
         healpix_hierarchy(8, 1, nest=False)

@@ -14,7 +14,7 @@ def test_table_and_extrapolation():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match='num_neighbors=9'):
+    with pytest.raises(ValueError, match="num_neighbors=9"):
         kernel_width(64, 9)
-    with pytest.raises(ValueError, match='power of 2'):
+    with pytest.raises(ValueError, match="power of 2"):
         kernel_width(48, 8)

@@ -1,4 +1,5 @@
 """SphericalChebConv and HealpixPool next to stock PyG layers, over a PyG DataLoader."""
+
 import healpy as hp
 import numpy as np
 import torch
@@ -15,15 +16,16 @@ class MixedNet(torch.nn.Module):
     def __init__(self, in_channels, num_classes):
         super().__init__()
         self.cheb = SphericalChebConv(in_channels, 16, K=4)
-        self.pool1 = HealpixPool(reduce='max')
+        self.pool1 = HealpixPool(reduce="max")
         self.gcn = GCNConv(16, 16)
-        self.pool2 = HealpixPool(reduce='mean')
+        self.pool2 = HealpixPool(reduce="mean")
         self.gat = GATConv(16, 16, heads=2, concat=False)
         self.head = torch.nn.Linear(16, num_classes)
 
     def forward(self, data):
-        x = F.relu(self.cheb(data.x, data.edge_index, data.edge_weight, data.batch,
-                             data.lambda_max))
+        x = F.relu(
+            self.cheb(data.x, data.edge_index, data.edge_weight, data.batch, data.lambda_max)
+        )
         x, graph = self.pool1(x, data), healpix_pool_graph(data)
         x = F.relu(self.gcn(x, graph.edge_index, graph.edge_weight))
         x, graph = self.pool2(x, graph), healpix_pool_graph(graph)
@@ -42,8 +44,9 @@ def make_dataset(num=24, seed=0):
         label = (i // 2) % 2
         m = rng.standard_normal(12 * graph.nside**2)
         if label == 0:  # blocky: constant over groups of 16 pixels
-            m = hp.ud_grade(hp.ud_grade(m, graph.nside // 4, order_in='NEST'), graph.nside,
-                            order_in='NEST')
+            m = hp.ud_grade(
+                hp.ud_grade(m, graph.nside // 4, order_in="NEST"), graph.nside, order_in="NEST"
+            )
         x = m[graph.pixels.numpy()]
         data = graph.clone()
         data.x = torch.from_numpy((x - x.mean()) / x.std()).float().view(-1, 1)
@@ -80,4 +83,4 @@ def test_train_a_mixed_model_on_batches():
         out = model(full)
         assert out.shape == (len(dataset), 2)
         for i, data in enumerate(dataset):
-            torch.testing.assert_close(out[i:i + 1], model(data), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(out[i : i + 1], model(data), rtol=1e-4, atol=1e-5)

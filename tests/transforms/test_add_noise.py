@@ -9,11 +9,14 @@ from pyg_sphere.transforms import AddGaussianNoise
 
 
 def item(map_id=0, patch_id=0, n=20000, dtype=torch.float32):
-    return Data(x=torch.zeros(n, 1, dtype=dtype), map_id=torch.tensor([map_id]),
-                patch_id=torch.tensor([patch_id]))
+    return Data(
+        x=torch.zeros(n, 1, dtype=dtype),
+        map_id=torch.tensor([map_id]),
+        patch_id=torch.tensor([patch_id]),
+    )
 
 
-@pytest.mark.parametrize('seed', [None, 4])
+@pytest.mark.parametrize("seed", [None, 4])
 def test_noise_level_is_relative_to_std(seed):
     noise = AddGaussianNoise(1.5, std=2.0, seed=seed)(item()).x
     assert noise.dtype == torch.float32 and noise.shape == (20000, 1)
@@ -50,34 +53,46 @@ def test_level_zero_is_identity():
     assert torch.equal(AddGaussianNoise(0.0, seed=1)(data).x, data.x)
 
 
-@pytest.mark.parametrize('kwargs, match', [
-    ({'level': -1.0}, 'level must be a non-negative'),
-    ({'level': 1.0, 'std': 0.0}, 'std must be positive'),
-    ({'level': 1.0, 'seed': -3}, 'seed must be a non-negative int'),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"level": -1.0}, "level must be a non-negative"),
+        ({"level": 1.0, "std": 0.0}, "std must be a positive finite number.*map_std"),
+        ({"level": 1.0, "std": float("inf")}, "std must be a positive finite number"),
+        ({"level": 1.0, "seed": -3}, "seed must be an integer >= 0"),
+        ({"level": 1.0, "seed": 1.5}, "seed must be an integer"),
+        ({"level": 1.0, "seed": True}, "seed must be an integer"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         AddGaussianNoise(**kwargs)
 
 
 def test_seeded_noise_needs_sample_ids():
-    with pytest.raises(ValueError, match='needs a single data.map_id'):
+    with pytest.raises(ValueError, match="needs a single data.map_id"):
         AddGaussianNoise(1.0, seed=0)(Data(x=torch.zeros(4, 1)))
 
 
 def test_with_convergence_maps(tmp_path):
-    raw = tmp_path / 'raw'
+    raw = tmp_path / "raw"
     raw.mkdir()
     np.random.seed(0)
     rows = []
     for i in range(3):
-        hp.write_map(str(raw / f'm{i}.fits'), hp.synfast(np.ones(24), 8), dtype=np.float64)
-        rows.append(f'm{i}.fits,{i % 2},,,{"test" if i == 2 else "train"}')
-    (raw / 'manifest.csv').write_text('file,label,omega_m,sigma_8,split\n' + '\n'.join(rows))
-    train = ConvergenceMaps(str(tmp_path), 8, 1, 'train', log=False)
-    clean = ConvergenceMaps(str(tmp_path), 8, 1, 'test', log=False)
-    noisy = ConvergenceMaps(str(tmp_path), 8, 1, 'test', log=False,
-                            transform=AddGaussianNoise(2.0, train.map_std, seed=0))
+        hp.write_map(str(raw / f"m{i}.fits"), hp.synfast(np.ones(24), 8), dtype=np.float64)
+        rows.append(f"m{i}.fits,{i % 2},,,{'test' if i == 2 else 'train'}")
+    (raw / "manifest.csv").write_text("file,label,omega_m,sigma_8,split\n" + "\n".join(rows))
+    train = ConvergenceMaps(str(tmp_path), 8, 1, "train", log=False)
+    clean = ConvergenceMaps(str(tmp_path), 8, 1, "test", log=False)
+    noisy = ConvergenceMaps(
+        str(tmp_path),
+        8,
+        1,
+        "test",
+        log=False,
+        transform=AddGaussianNoise(2.0, train.map_std, seed=0),
+    )
     noise = torch.cat([noisy[i].x - clean[i].x for i in range(len(clean))])
     assert noise.std().item() == pytest.approx(2.0 * train.map_std, rel=0.1)  # 768 draws
     assert torch.equal(noisy[4].x, noisy[4].x)

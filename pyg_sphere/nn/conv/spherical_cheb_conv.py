@@ -33,8 +33,9 @@ class SphericalChebConv(MessagePassing):
     - :math:`\lambda_{\max}` defaults to the graph's largest eigenvalue (the
       :obj:`lambda_max` that :func:`pyg_sphere.healpix_graph` stores, passed to
       :meth:`forward`, or estimated once per graph) rather than the bound 2, which leaves part of
-      :math:`[-1, 1]` unused (20% on the full-sphere k=8 graph, 13-15% on patches). :obj:`lambda_max=2.0` gives
-      :class:`ChebConv`'s operator for the :obj:`"sym"` and :obj:`"rw"` normalizations.
+      :math:`[-1, 1]` unused (20% on the full-sphere k=8 graph, 13-15% on patches).
+      :obj:`lambda_max=2.0` gives :class:`ChebConv`'s operator for the :obj:`"sym"` and
+      :obj:`"rw"` normalizations.
     - :math:`\tilde{L}` is built once per graph as a CSR matrix and cached (see below), and all
       maps of a batch are filtered by one sparse-dense product per order: :obj:`x` of shape
       :math:`[B, N, F]` (maps sharing one graph) is folded to :math:`[N, B \cdot F]`. The K
@@ -93,20 +94,31 @@ class SphericalChebConv(MessagePassing):
         >>> out.shape
         torch.Size([8, 192, 16])
     """
-    def __init__(self, in_channels: int, out_channels: int, K: int, *,
-                 normalization: Optional[str] = 'sym',
-                 lambda_max: Union[float, str] = 'auto', bias: bool = True,
-                 fused: bool = True, **kwargs):
-        kwargs.setdefault('aggr', 'add')
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        K: int,
+        *,
+        normalization: Optional[str] = "sym",
+        lambda_max: Union[float, str] = "auto",
+        bias: bool = True,
+        fused: bool = True,
+        **kwargs,
+    ):
+        kwargs.setdefault("aggr", "add")
         super().__init__(**kwargs)
         if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-            raise ValueError(f"K (number of Chebyshev coefficients) must be an integer >= 1, "
-                             f"got {K!r}")
+            raise ValueError(
+                f"K (number of Chebyshev coefficients) must be an integer >= 1, got {K!r}"
+            )
         self.normalization = _sparse.check_normalization(normalization)
         if isinstance(lambda_max, str):
-            if lambda_max != 'auto':
-                raise ValueError(f"lambda_max must be 'auto' or a positive float, got "
-                                 f"{lambda_max!r}")
+            if lambda_max != "auto":
+                raise ValueError(
+                    f"lambda_max must be 'auto' or a positive float, got {lambda_max!r}"
+                )
         else:
             lambda_max = float(lambda_max)
             _sparse.lambda_max_key(lambda_max)  # checks it is positive and finite
@@ -115,14 +127,16 @@ class SphericalChebConv(MessagePassing):
         self.K = K
         self.lambda_max = lambda_max
         self.fused = fused
-        self.lins = torch.nn.ModuleList([
-            Linear(in_channels, out_channels, bias=False, weight_initializer='glorot')
-            for _ in range(K)
-        ])
+        self.lins = torch.nn.ModuleList(
+            [
+                Linear(in_channels, out_channels, bias=False, weight_initializer="glorot")
+                for _ in range(K)
+            ]
+        )
         if bias:
             self.bias = Parameter(torch.empty(out_channels))
         else:
-            self.register_parameter('bias', None)
+            self.register_parameter("bias", None)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -131,9 +145,14 @@ class SphericalChebConv(MessagePassing):
             lin.reset_parameters()
         zeros(self.bias)
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: OptTensor = None,
-                batch: OptTensor = None,
-                lambda_max: Optional[Union[float, Tensor]] = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_weight: OptTensor = None,
+        batch: OptTensor = None,
+        lambda_max: Optional[Union[float, Tensor]] = None,
+    ) -> Tensor:
         """Runs the filter.
 
         Args:
@@ -147,19 +166,25 @@ class SphericalChebConv(MessagePassing):
                 of :func:`pyg_sphere.healpix_graph` outputs).
         """
         if not isinstance(x, Tensor) or x.dim() not in (2, 3):
-            raise ValueError(f"x must be a tensor [N, F] or [B, N, F], got "
-                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x)}")
-        if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or \
-                edge_index.size(0) != 2:
+            raise ValueError(
+                f"x must be a tensor [N, F] or [B, N, F], got "
+                f"{tuple(x.shape) if isinstance(x, Tensor) else type(x)}"
+            )
+        if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.size(0) != 2:
             raise ValueError("edge_index must be a tensor [2, E] of node indices")
         num_nodes = x.size(-2)
         if batch is not None and batch.numel() != num_nodes:
-            raise ValueError(f"batch has {batch.numel()} entries but x has {num_nodes} nodes "
-                             f"(x must be [N, F] or [B, N, F])")
+            raise ValueError(
+                f"batch has {batch.numel()} entries but x has {num_nodes} nodes "
+                f"(x must be [N, F] or [B, N, F])"
+            )
         _sparse.check_node_count(edge_index, num_nodes)
         # T_0 = I: with K = 1 the filter does not depend on the spectrum's scale.
-        lam = None if self.K == 1 else self._resolve_lambda_max(edge_index, edge_weight,
-                                                                num_nodes, lambda_max)
+        lam = (
+            None
+            if self.K == 1
+            else self._resolve_lambda_max(edge_index, edge_weight, num_nodes, lambda_max)
+        )
         if self._use_message_path(edge_weight):
             return self._forward_message(x, edge_index, edge_weight, batch, lam)
         return self._forward_fused(x, edge_index, edge_weight, batch, lam)
@@ -169,38 +194,45 @@ class SphericalChebConv(MessagePassing):
             lambda_max = self.lambda_max
         if isinstance(lambda_max, str):
             if edge_index.numel() == 0:
-                raise ValueError(f"the graph has no edges, so lambda_max cannot be estimated "
-                                 f"for a Chebyshev filter of K={self.K} coefficients: use K=1 "
-                                 f"(a per-pixel linear layer), a graph with edges, or pass "
-                                 f"lambda_max explicitly")
-            lambda_max = _sparse.estimated_lambda_max(edge_index, edge_weight, num_nodes,
-                                                      self.normalization)
+                raise ValueError(
+                    f"the graph has no edges, so lambda_max cannot be estimated "
+                    f"for a Chebyshev filter of K={self.K} coefficients: use K=1 "
+                    f"(a per-pixel linear layer), a graph with edges, or pass "
+                    f"lambda_max explicitly"
+                )
+            lambda_max = _sparse.estimated_lambda_max(
+                edge_index, edge_weight, num_nodes, self.normalization
+            )
         return _sparse.lambda_max_key(lambda_max)
 
     def _use_message_path(self, edge_weight: OptTensor) -> bool:
-        return (not self.fused or self.explain
-                or (edge_weight is not None and edge_weight.requires_grad
-                    and torch.is_grad_enabled())
-                or any(is_uninitialized_parameter(lin.weight) for lin in self.lins)
-                or self._has_message_hooks())
+        return (
+            not self.fused
+            or self.explain
+            or (edge_weight is not None and edge_weight.requires_grad and torch.is_grad_enabled())
+            or any(is_uninitialized_parameter(lin.weight) for lin in self.lins)
+            or self._has_message_hooks()
+        )
 
     def _has_message_hooks(self) -> bool:
         # The handles of the hooks registered through the public methods below; a removed
         # hook is no longer in its handle's dictionary.
-        return any(handle.id in (handle.hooks_dict_ref() or {})
-                   for handle in self.__dict__.get('_hook_handles', ()))
+        return any(
+            handle.id in (handle.hooks_dict_ref() or {})
+            for handle in self.__dict__.get("_hook_handles", ())
+        )
 
     def _forward_message(self, x, edge_index, edge_weight, batch, lam) -> Tensor:
         Tx_0 = x
         out = self.lins[0](Tx_0)
         if len(self.lins) > 1:
-            edge_index, norm = _sparse.scaled_laplacian(edge_index, edge_weight, x.size(-2),
-                                                        self.normalization, lam, x.dtype,
-                                                        batch)
+            edge_index, norm = _sparse.scaled_laplacian(
+                edge_index, edge_weight, x.size(-2), self.normalization, lam, x.dtype, batch
+            )
             Tx_1 = self.propagate(edge_index, x=x, norm=norm)
             out = out + self.lins[1](Tx_1)
             for lin in self.lins[2:]:
-                Tx_2 = 2. * self.propagate(edge_index, x=Tx_1, norm=norm) - Tx_0
+                Tx_2 = 2.0 * self.propagate(edge_index, x=Tx_1, norm=norm) - Tx_0
                 out = out + lin(Tx_2)
                 Tx_0, Tx_1 = Tx_1, Tx_2
         if self.bias is not None:
@@ -210,8 +242,9 @@ class SphericalChebConv(MessagePassing):
     def _forward_fused(self, x, edge_index, edge_weight, batch, lam) -> Tensor:
         # Maps on a shared graph are filtered together: [B, N, F] is handled as [N, B*F].
         nodes_first = x.unsqueeze(1) if x.dim() == 2 else x.transpose(0, 1)
-        terms = _chebyshev_terms(nodes_first, edge_index, edge_weight, batch, lam,
-                                 self.normalization, self.K)
+        terms = _chebyshev_terms(
+            nodes_first, edge_index, edge_weight, batch, lam, self.normalization, self.K
+        )
         n, b = terms.shape[:2]
         # One product with the K weight matrices side by side: [N*B, K*F_in] @ [K*F_in, F_out].
         weight = torch.cat([lin.weight for lin in self.lins], dim=1)
@@ -225,9 +258,11 @@ class SphericalChebConv(MessagePassing):
         return norm.view(-1, 1) * x_j
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, '
-                f'K={self.K}, normalization={self.normalization}, '
-                f'lambda_max={self.lambda_max})')
+        return (
+            f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
+            f"K={self.K}, normalization={self.normalization}, "
+            f"lambda_max={self.lambda_max})"
+        )
 
 
 def _tracking_hooks(name: str):
@@ -235,7 +270,7 @@ def _tracking_hooks(name: str):
 
     def register(self, hook):
         handle = register_hook(self, hook)
-        self.__dict__.setdefault('_hook_handles', []).append(handle)
+        self.__dict__.setdefault("_hook_handles", []).append(handle)
         return handle
 
     register.__name__ = name
@@ -244,18 +279,31 @@ def _tracking_hooks(name: str):
 
 
 # Hooks on propagate/message/aggregate need the message-passing path: track them.
-for _name in ('register_propagate_forward_pre_hook', 'register_propagate_forward_hook',
-              'register_message_forward_pre_hook', 'register_message_forward_hook',
-              'register_aggregate_forward_pre_hook', 'register_aggregate_forward_hook'):
+for _name in (
+    "register_propagate_forward_pre_hook",
+    "register_propagate_forward_hook",
+    "register_message_forward_pre_hook",
+    "register_message_forward_hook",
+    "register_aggregate_forward_pre_hook",
+    "register_aggregate_forward_hook",
+):
     setattr(SphericalChebConv, _name, _tracking_hooks(_name))
 
 
 @torch.compiler.disable
-def _chebyshev_terms(x: Tensor, edge_index: Tensor, edge_weight: OptTensor,
-                     batch: OptTensor, lam, normalization, K: int) -> Tensor:
+def _chebyshev_terms(
+    x: Tensor,
+    edge_index: Tensor,
+    edge_weight: OptTensor,
+    batch: OptTensor,
+    lam,
+    normalization,
+    K: int,
+) -> Tensor:
     """The K Chebyshev terms [N, B, K, F] of x [N, B, F]."""
     if K == 1:
         return x.unsqueeze(2).contiguous()
-    op = _sparse.cheb_operator(edge_index, edge_weight, x.size(0), normalization, lam,
-                               x.dtype, x.device, batch)
+    op = _sparse.cheb_operator(
+        edge_index, edge_weight, x.size(0), normalization, lam, x.dtype, x.device, batch
+    )
     return _sparse.chebyshev_basis(op, x, K)

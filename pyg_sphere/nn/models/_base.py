@@ -1,15 +1,15 @@
 """The base of pyg_sphere's models: the graph hierarchy they are built on, the input layouts
 they accept, and the checks that data fits them."""
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
 from ... import checkpoint
-from ...checkpoint import describe_region
 from ..._validate import PixelsLike, as_pixels, check_int, check_nside
+from ...checkpoint import describe_region
 from ...graph import healpix_hierarchy, is_closed_hierarchy
 from ..conv import SphericalChebConv
 
@@ -26,22 +26,25 @@ class SphereModel(torch.nn.Module):
     counters and make every convolution rebuild its cached operator at every step.
     """
 
-    def _build_hierarchy(self, nside: int, levels: int, pixels: PixelsLike, num_neighbors: int,
-                         what: str) -> Optional[List[int]]:
+    def _build_hierarchy(
+        self, nside: int, levels: int, pixels: PixelsLike, num_neighbors: int, what: str
+    ) -> Optional[List[int]]:
         nside = check_nside(nside)
         if nside < 2**levels:
             raise ValueError(
                 f"nside={nside} is too small for {levels} poolings by 4 ({what}): the coarsest "
                 f"level would be below nside 1. Use fewer levels (shorter channels) or maps at "
-                f"nside >= {2**levels}")
-        check_int('num_neighbors', num_neighbors, 1)
-        coarse_npix = 12 * (nside >> levels)**2
+                f"nside >= {2**levels}"
+            )
+        check_int("num_neighbors", num_neighbors, 1)
+        coarse_npix = 12 * (nside >> levels) ** 2
         if num_neighbors >= coarse_npix:
             raise ValueError(
                 f"num_neighbors={num_neighbors} neighbours cannot be found at the coarsest level "
                 f"(nside {nside >> levels}, {coarse_npix} pixels on the whole sphere) after "
                 f"{levels} poolings ({what}); use num_neighbors < {coarse_npix}, fewer levels or "
-                f"a larger nside")
+                f"a larger nside"
+            )
         region = as_pixels(nside, pixels)
         if region is not None and not is_closed_hierarchy(region, levels):
             poolable = 0
@@ -52,7 +55,8 @@ class SphereModel(torch.nn.Module):
                 f"times by 4 ({what}): each pixel needs all the siblings of its ancestor "
                 f"{levels} levels up, in nested ordering; this region can be pooled "
                 f"{poolable} time(s). Use fewer levels, or close the region with "
-                f"pyg_sphere.close_hierarchy(pixels, {levels}) and feed maps on those pixels")
+                f"pyg_sphere.close_hierarchy(pixels, {levels}) and feed maps on those pixels"
+            )
         graphs = healpix_hierarchy(nside, levels, region, num_neighbors=num_neighbors)
         self.levels = levels
         self.nside = nside
@@ -60,10 +64,10 @@ class SphereModel(torch.nn.Module):
         # A single-pixel graph has no edges and lambda_max 0; any positive value gives a
         # valid Chebyshev filter of that pixel's value.
         self.lambda_max = [float(g.lambda_max) if g.lambda_max > 0 else 2.0 for g in graphs]
-        self._graph_tensors = {'pixels': graphs[0].pixels}
+        self._graph_tensors = {"pixels": graphs[0].pixels}
         for level, g in enumerate(graphs):
-            self._graph_tensors[f'edge_index_{level}'] = g.edge_index
-            self._graph_tensors[f'edge_weight_{level}'] = g.edge_weight
+            self._graph_tensors[f"edge_index_{level}"] = g.edge_index
+            self._graph_tensors[f"edge_weight_{level}"] = g.edge_weight
         return None if region is None else graphs[0].pixels.tolist()
 
     def _apply(self, fn, *args, **kwargs):
@@ -74,25 +78,35 @@ class SphereModel(torch.nn.Module):
     @property
     def pixels(self) -> Tensor:
         """The nested ids of the input region, :math:`[N]`."""
-        return self._graph_tensors['pixels']
+        return self._graph_tensors["pixels"]
 
     @property
     def graphs(self) -> List[Data]:
         """The graph of every level, finest first (edges, weights, :obj:`lambda_max`)."""
-        return [Data(edge_index=self._graph_tensors[f'edge_index_{level}'],
-                     edge_weight=self._graph_tensors[f'edge_weight_{level}'],
-                     lambda_max=self.lambda_max[level],
-                     num_nodes=self.num_nodes // 4**level)
-                for level in range(self.levels + 1)]
+        return [
+            Data(
+                edge_index=self._graph_tensors[f"edge_index_{level}"],
+                edge_weight=self._graph_tensors[f"edge_weight_{level}"],
+                lambda_max=self.lambda_max[level],
+                num_nodes=self.num_nodes // 4**level,
+            )
+            for level in range(self.levels + 1)
+        ]
 
     def _conv(self, conv: SphericalChebConv, x: Tensor, level: int) -> Tensor:
         t = self._graph_tensors
-        return conv(x, t[f'edge_index_{level}'], t[f'edge_weight_{level}'],
-                    lambda_max=self.lambda_max[level])
+        return conv(
+            x,
+            t[f"edge_index_{level}"],
+            t[f"edge_weight_{level}"],
+            lambda_max=self.lambda_max[level],
+        )
 
     def _region_text(self) -> str:
-        return (f"{type(self).__name__} was built for "
-                f"{describe_region(self._config['pixels'], self.nside)} at nside {self.nside}")
+        return (
+            f"{type(self).__name__} was built for "
+            f"{describe_region(self._config['pixels'], self.nside)} at nside {self.nside}"
+        )
 
     def _as_maps(self, x: Tensor, batch: Optional[Tensor]) -> Tensor:
         """:obj:`x` as maps on the model's region, [B, N, F] (a view where possible)."""
@@ -101,51 +115,69 @@ class SphereModel(torch.nn.Module):
         n = self.num_nodes
         if x.dim() == 3:
             if batch is not None:
-                raise ValueError("batch is only for x of shape [N_total, F] (a PyG batch); "
-                                 "x of shape [B, N, F] already holds one map per row")
+                raise ValueError(
+                    "batch is only for x of shape [N_total, F] (a PyG batch); "
+                    "x of shape [B, N, F] already holds one map per row"
+                )
             if x.size(1) != n:
                 raise ValueError(
                     f"x has {x.size(1)} pixels per map (x of shape {tuple(x.shape)}) but "
                     f"{self._region_text()}, {n} pixels: build the model with the data's nside "
-                    f"and pixels (e.g. pixels=dataset.graph.pixels), or feed maps of its region")
+                    f"and pixels (e.g. pixels=dataset.graph.pixels), or feed maps of its region"
+                )
             maps = x
         elif x.dim() == 2:
             if batch is None:
                 if x.size(0) != n:
                     raise ValueError(
                         f"x has {x.size(0)} pixels (one map of shape {tuple(x.shape)}; pass "
-                        f"batch= for a PyG batch) but {self._region_text()}, {n} pixels")
+                        f"batch= for a PyG batch) but {self._region_text()}, {n} pixels"
+                    )
                 maps = x.unsqueeze(0)
             else:
                 maps = x.reshape(self._check_batch(x, batch), n, x.size(1))
         else:
-            raise ValueError(f"x must be [B, N, F] (maps on one graph) or [N_total, F] with "
-                             f"batch (a PyG batch), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x must be [B, N, F] (maps on one graph) or [N_total, F] with "
+                f"batch (a PyG batch), got shape {tuple(x.shape)}"
+            )
         if maps.size(-1) != self.in_channels:
-            raise ValueError(f"x has {maps.size(-1)} features per pixel but the model takes "
-                             f"in_channels={self.in_channels}")
+            raise ValueError(
+                f"x has {maps.size(-1)} features per pixel but the model takes "
+                f"in_channels={self.in_channels}"
+            )
         return maps
 
     def _check_batch(self, x: Tensor, batch: Tensor) -> int:
         """Number of graphs of a PyG batch vector, checked to hold whole model regions."""
         n = self.num_nodes
-        if not isinstance(batch, Tensor) or batch.dim() != 1 or batch.numel() != x.size(0) \
-                or batch.dtype.is_floating_point:
-            raise ValueError(f"batch must be an integer tensor [N_total] with one entry per row "
-                             f"of x ({x.size(0)}), got "
-                             f"{tuple(batch.shape) if isinstance(batch, Tensor) else batch!r}")
+        if (
+            not isinstance(batch, Tensor)
+            or batch.dim() != 1
+            or batch.numel() != x.size(0)
+            or batch.dtype.is_floating_point
+        ):
+            raise ValueError(
+                f"batch must be an integer tensor [N_total] with one entry per row "
+                f"of x ({x.size(0)}), got "
+                f"{tuple(batch.shape) if isinstance(batch, Tensor) else batch!r}"
+            )
         num_graphs = x.size(0) // n
         expected = torch.arange(num_graphs, device=batch.device).repeat_interleave(n)
         if x.size(0) % n == 0 and torch.equal(batch, expected):
             return num_graphs
         counts = torch.bincount(batch.long()).tolist() if batch.numel() else []
         if counts and all(c == n for c in counts):
-            raise ValueError("batch must list the nodes of each graph consecutively, graph 0 "
-                             "first (as torch_geometric's Batch does)")
-        shown = ', '.join(str(c) for c in counts[:8]) + (', ...' if len(counts) > 8 else '')
-        raise ValueError(f"the graphs of the batch have [{shown}] nodes but "
-                         f"{self._region_text()}, {n} pixels: every sample must be a map on the "
-                         f"model's region (same nside and patch size)")
+            raise ValueError(
+                "batch must list the nodes of each graph consecutively, graph 0 "
+                "first (as torch_geometric's Batch does)"
+            )
+        shown = ", ".join(str(c) for c in counts[:8]) + (", ..." if len(counts) > 8 else "")
+        raise ValueError(
+            f"the graphs of the batch have [{shown}] nodes but "
+            f"{self._region_text()}, {n} pixels: every sample must be a map on the "
+            f"model's region (same nside and patch size)"
+        )
 
     @staticmethod
     def _per_pixel(module: torch.nn.Module, h: Tensor) -> Tensor:
@@ -172,8 +204,9 @@ class SphereModel(torch.nn.Module):
         see :func:`pyg_sphere.checkpoint.config_differences`."""
         return checkpoint.config_differences(self, config)
 
-    def load_checkpoint_state(self, state_dict: Dict[str, Tensor],
-                              config: Optional[Dict[str, Any]] = None):
+    def load_checkpoint_state(
+        self, state_dict: Dict[str, Tensor], config: Optional[Dict[str, Any]] = None
+    ):
         """Loads trained weights after checking that they fit this model; see
         :func:`pyg_sphere.checkpoint.load_checkpoint_state`. Returns the model."""
         return checkpoint.load_checkpoint_state(self, state_dict, config)
@@ -190,26 +223,29 @@ class SphereModel(torch.nn.Module):
         <pyg_sphere.loader.SharedGraphLoader>` batch, or a PyG batch of items carrying their
         graph. Fields that are absent are not checked.
         """
-        nside = getattr(data, 'nside', None)
+        nside = getattr(data, "nside", None)
         if nside is not None:
             values = nside.reshape(-1).tolist() if isinstance(nside, Tensor) else [nside]
             others = sorted({int(v) for v in values} - {self.nside})
             if others:
-                raise ValueError(f"the data has nside {others[0]} but {self._region_text()}: "
-                                 f"build the model with nside={others[0]} or the data at nside "
-                                 f"{self.nside}")
-        pixels = getattr(data, 'pixels', None)
+                raise ValueError(
+                    f"the data has nside {others[0]} but {self._region_text()}: "
+                    f"build the model with nside={others[0]} or the data at nside "
+                    f"{self.nside}"
+                )
+        pixels = getattr(data, "pixels", None)
         if isinstance(pixels, Tensor):
             own = self.pixels.to(pixels.device)
             if pixels.numel() % own.numel() != 0 or not bool(
-                    (pixels.reshape(-1, own.numel()) == own).all()):
-                per_map = pixels.numel() if getattr(data, 'batch', None) is None else None
+                (pixels.reshape(-1, own.numel()) == own).all()
+            ):
+                per_map = pixels.numel() if getattr(data, "batch", None) is None else None
                 size = f"{per_map} pixels" if per_map is not None else "other pixels"
-                raise ValueError(f"the data's pixels ({size}) are not the model's region: "
-                                 f"{self._region_text()}; build the model with "
-                                 f"pixels=dataset.graph.pixels")
-        x = getattr(data, 'x', None)
+                raise ValueError(
+                    f"the data's pixels ({size}) are not the model's region: "
+                    f"{self._region_text()}; build the model with "
+                    f"pixels=dataset.graph.pixels"
+                )
+        x = getattr(data, "x", None)
         if isinstance(x, Tensor):
-            self._as_maps(x, getattr(data, 'batch', None))
-
-
+            self._as_maps(x, getattr(data, "batch", None))

@@ -69,42 +69,67 @@ class DeepSphere(SphereModel):
         torch.Size([4, 2])
     """
 
-    def __init__(self, in_channels: int, out_channels: int, nside: int, *,
-                 pixels: PixelsLike = None, channels: Sequence[int] = (16, 32, 64, 64, 64),
-                 K: int = 5, num_neighbors: int = 8, pool: str = 'max',
-                 batch_norm: bool = True, dropout: float = 0.0, head: str = 'fcn'):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        nside: int,
+        *,
+        pixels: PixelsLike = None,
+        channels: Sequence[int] = (16, 32, 64, 64, 64),
+        K: int = 5,
+        num_neighbors: int = 8,
+        pool: str = "max",
+        batch_norm: bool = True,
+        dropout: float = 0.0,
+        head: str = "fcn",
+    ):
         super().__init__()
-        self.in_channels = check_int('in_channels', in_channels, 1)
-        self.out_channels = check_int('out_channels', out_channels, 1)
+        self.in_channels = check_int("in_channels", in_channels, 1)
+        self.out_channels = check_int("out_channels", out_channels, 1)
         channels = check_channels(channels, 1)
-        check_int('K', K, 1)
-        check_choice('pool', pool, ('max', 'mean'))
-        if head not in ('fcn', 'cnn'):
-            raise ValueError(f"head must be 'fcn' (convolution and mean over pixels) or 'cnn' "
-                             f"(flatten and linear layer), got {head!r}")
+        check_int("K", K, 1)
+        check_choice("pool", pool, ("max", "mean"))
+        if head not in ("fcn", "cnn"):
+            raise ValueError(
+                f"head must be 'fcn' (convolution and mean over pixels) or 'cnn' "
+                f"(flatten and linear layer), got {head!r}"
+            )
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        pixels = self._build_hierarchy(nside, len(channels), pixels, num_neighbors,
-                                       f"len(channels) = {len(channels)}")
-        self._config = dict(in_channels=in_channels, out_channels=out_channels,
-                            nside=self.nside, pixels=pixels, channels=channels, K=K,
-                            num_neighbors=num_neighbors, pool=pool, batch_norm=bool(batch_norm),
-                            dropout=float(dropout), head=head)
+        pixels = self._build_hierarchy(
+            nside, len(channels), pixels, num_neighbors, f"len(channels) = {len(channels)}"
+        )
+        self._config = dict(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            nside=self.nside,
+            pixels=pixels,
+            channels=channels,
+            K=K,
+            num_neighbors=num_neighbors,
+            pool=pool,
+            batch_norm=bool(batch_norm),
+            dropout=float(dropout),
+            head=head,
+        )
         self.channels = channels
         self.head_type = head
 
-        sizes = (in_channels, ) + channels
+        sizes = (in_channels,) + channels
         # The conv bias is redundant before batch normalization.
-        self.convs = torch.nn.ModuleList([
-            SphericalChebConv(c_in, c_out, K, bias=not batch_norm)
-            for c_in, c_out in zip(sizes[:-1], sizes[1:])
-        ])
-        self.norms = torch.nn.ModuleList([
-            torch.nn.BatchNorm1d(c) if batch_norm else torch.nn.Identity() for c in channels
-        ])
+        self.convs = torch.nn.ModuleList(
+            [
+                SphericalChebConv(c_in, c_out, K, bias=not batch_norm)
+                for c_in, c_out in zip(sizes[:-1], sizes[1:])
+            ]
+        )
+        self.norms = torch.nn.ModuleList(
+            [torch.nn.BatchNorm1d(c) if batch_norm else torch.nn.Identity() for c in channels]
+        )
         self.pool = HealpixPool(reduce=pool)
         self.dropout = torch.nn.Dropout(dropout)
-        if head == 'fcn':
+        if head == "fcn":
             self.head = SphericalChebConv(channels[-1], out_channels, K)
         else:
             coarse_nodes = self.num_nodes // 4**self.levels
@@ -112,7 +137,7 @@ class DeepSphere(SphereModel):
 
     def reset_parameters(self):
         for module in self.modules():
-            if module is not self and hasattr(module, 'reset_parameters'):
+            if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
     def forward(self, x: Tensor, batch: Optional[Tensor] = None) -> Tensor:
@@ -132,7 +157,7 @@ class DeepSphere(SphereModel):
             h = self._per_pixel(norm, h).relu()
             h = self.pool(h)
         h = self.dropout(h)
-        if self.head_type == 'fcn':
+        if self.head_type == "fcn":
             return self._conv(self.head, h, self.levels).mean(dim=1)
         return self.head(h.flatten(1))
 
@@ -140,7 +165,9 @@ class DeepSphere(SphereModel):
         return f"channels {self.channels}, head {self.head_type!r}"
 
     def extra_repr(self) -> str:
-        region = 'full sphere' if self._config['pixels'] is None else f'{self.num_nodes} pixels'
-        return (f'{self.in_channels}, {self.out_channels}, nside={self.nside}, '
-                f'region={region}, channels={self.channels}, K={self._config["K"]}, '
-                f'head={self.head_type}')
+        region = "full sphere" if self._config["pixels"] is None else f"{self.num_nodes} pixels"
+        return (
+            f"{self.in_channels}, {self.out_channels}, nside={self.nside}, "
+            f"region={region}, channels={self.channels}, K={self._config['K']}, "
+            f"head={self.head_type}"
+        )

@@ -58,54 +58,76 @@ class SphericalUNet(SphereModel):
         torch.Size([4, 768, 3])
     """
 
-    def __init__(self, in_channels: int, out_channels: int, nside: int, *,
-                 pixels: PixelsLike = None, channels: Sequence[int] = (16, 32, 64),
-                 K: int = 5, num_neighbors: int = 8, pool: str = 'max',
-                 batch_norm: bool = True, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        nside: int,
+        *,
+        pixels: PixelsLike = None,
+        channels: Sequence[int] = (16, 32, 64),
+        K: int = 5,
+        num_neighbors: int = 8,
+        pool: str = "max",
+        batch_norm: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
-        self.in_channels = check_int('in_channels', in_channels, 1)
-        self.out_channels = check_int('out_channels', out_channels, 1)
+        self.in_channels = check_int("in_channels", in_channels, 1)
+        self.out_channels = check_int("out_channels", out_channels, 1)
         channels = check_channels(channels, 2)
-        check_int('K', K, 1)
-        check_choice('pool', pool, ('max', 'mean'))
+        check_int("K", K, 1)
+        check_choice("pool", pool, ("max", "mean"))
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         levels = len(channels) - 1
-        pixels = self._build_hierarchy(nside, levels, pixels, num_neighbors,
-                                       f"len(channels) - 1 = {levels}")
-        self._config = dict(in_channels=in_channels, out_channels=out_channels,
-                            nside=self.nside, pixels=pixels, channels=channels, K=K,
-                            num_neighbors=num_neighbors,
-                            pool=pool, batch_norm=bool(batch_norm),
-                            dropout=float(dropout))
+        pixels = self._build_hierarchy(
+            nside, levels, pixels, num_neighbors, f"len(channels) - 1 = {levels}"
+        )
+        self._config = dict(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            nside=self.nside,
+            pixels=pixels,
+            channels=channels,
+            K=K,
+            num_neighbors=num_neighbors,
+            pool=pool,
+            batch_norm=bool(batch_norm),
+            dropout=float(dropout),
+        )
         self.channels = channels
 
         def block(c_in, c_out):
-            return torch.nn.ModuleDict({
-                'conv': SphericalChebConv(c_in, c_out, K, bias=not batch_norm),
-                'norm': torch.nn.BatchNorm1d(c_out) if batch_norm else torch.nn.Identity(),
-            })
+            return torch.nn.ModuleDict(
+                {
+                    "conv": SphericalChebConv(c_in, c_out, K, bias=not batch_norm),
+                    "norm": torch.nn.BatchNorm1d(c_out) if batch_norm else torch.nn.Identity(),
+                }
+            )
 
-        sizes = (in_channels, ) + channels
+        sizes = (in_channels,) + channels
         self.encoder = torch.nn.ModuleList([block(a, b) for a, b in zip(sizes[:-1], sizes[1:])])
         # Decoder level l (coarse to fine): upsampled channels[l + 1] + skip channels[l].
-        self.decoder = torch.nn.ModuleList([
-            block(channels[level + 1] + channels[level], channels[level])
-            for level in range(levels)
-        ])
+        self.decoder = torch.nn.ModuleList(
+            [
+                block(channels[level + 1] + channels[level], channels[level])
+                for level in range(levels)
+            ]
+        )
         self.pool = HealpixPool(reduce=pool)
-        self.unpool = HealpixUnpool(mode='nearest')
+        self.unpool = HealpixUnpool(mode="nearest")
         self.dropout = torch.nn.Dropout(dropout)
         self.head = torch.nn.Linear(channels[0], out_channels)
 
     def reset_parameters(self):
         for module in self.modules():
-            if module is not self and hasattr(module, 'reset_parameters'):
+            if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
     def _block(self, block: torch.nn.ModuleDict, h: Tensor, level: int) -> Tensor:
-        h = self._conv(block['conv'], h, level)
-        return self._per_pixel(block['norm'], h).relu()
+        h = self._conv(block["conv"], h, level)
+        return self._per_pixel(block["norm"], h).relu()
 
     def forward(self, x: Tensor, batch: Optional[Tensor] = None) -> Tensor:
         """Per-pixel outputs.
@@ -132,9 +154,11 @@ class SphericalUNet(SphereModel):
             h = torch.cat([h, skips[level]], dim=-1)
             h = self._block(self.decoder[level], h, level)
         out = self.head(h)
-        return out.reshape(x.shape[:-1] + (self.out_channels, ))
+        return out.reshape(x.shape[:-1] + (self.out_channels,))
 
     def extra_repr(self) -> str:
-        region = 'full sphere' if self._config['pixels'] is None else f'{self.num_nodes} pixels'
-        return (f'{self.in_channels}, {self.out_channels}, nside={self.nside}, '
-                f'region={region}, channels={self.channels}, K={self._config["K"]}')
+        region = "full sphere" if self._config["pixels"] is None else f"{self.num_nodes} pixels"
+        return (
+            f"{self.in_channels}, {self.out_channels}, nside={self.nside}, "
+            f"region={region}, channels={self.channels}, K={self._config['K']}"
+        )

@@ -9,24 +9,23 @@ from pyg_sphere.graph import estimate_lambda_max
 from pyg_sphere.nn import SphericalChebConv
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def graph():
     return pyg_sphere.healpix_graph(8)
 
 
-def pair(in_channels, out_channels, K, normalization='sym', **kwargs):
+def pair(in_channels, out_channels, K, normalization="sym", **kwargs):
     """A ChebConv and a SphericalChebConv holding its weights (random, non-zero bias)."""
     torch.manual_seed(0)
     cheb = ChebConv(in_channels, out_channels, K, normalization=normalization)
     torch.nn.init.normal_(cheb.bias)
-    conv = SphericalChebConv(in_channels, out_channels, K, normalization=normalization,
-                             **kwargs)
+    conv = SphericalChebConv(in_channels, out_channels, K, normalization=normalization, **kwargs)
     conv.load_state_dict(cheb.state_dict())
     return cheb, conv
 
 
-@pytest.mark.parametrize('normalization', ['sym', 'rw', None])
-@pytest.mark.parametrize('K', [1, 2, 5])
+@pytest.mark.parametrize("normalization", ["sym", "rw", None])
+@pytest.mark.parametrize("K", [1, 2, 5])
 def test_matches_pyg_chebconv(graph, normalization, K):
     cheb, conv = pair(3, 4, K, normalization)
     lam = 1.7 if normalization is not None else 40.0
@@ -37,17 +36,21 @@ def test_matches_pyg_chebconv(graph, normalization, K):
     # The same lambda_max given to the constructor.
     conv_lam = SphericalChebConv(3, 4, K, normalization=normalization, lambda_max=lam)
     conv_lam.load_state_dict(cheb.state_dict())
-    torch.testing.assert_close(conv_lam(x, graph.edge_index, graph.edge_weight), expected,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        conv_lam(x, graph.edge_index, graph.edge_weight), expected, rtol=1e-5, atol=1e-5
+    )
 
 
-@pytest.mark.parametrize('normalization', ['sym', 'rw'])
+@pytest.mark.parametrize("normalization", ["sym", "rw"])
 def test_lambda_max_2_is_chebconv_default(graph, normalization):
     cheb, conv = pair(2, 3, 4, normalization, lambda_max=2.0)
     x = torch.randn(graph.num_nodes, 2)
-    torch.testing.assert_close(conv(x, graph.edge_index, graph.edge_weight),
-                               cheb(x, graph.edge_index, graph.edge_weight),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        conv(x, graph.edge_index, graph.edge_weight),
+        cheb(x, graph.edge_index, graph.edge_weight),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_default_lambda_max_is_the_graph_eigenvalue(graph):
@@ -55,8 +58,9 @@ def test_default_lambda_max_is_the_graph_eigenvalue(graph):
     cheb, conv = pair(2, 3, 4)
     x = torch.randn(graph.num_nodes, 2)
     expected = cheb(x, graph.edge_index, graph.edge_weight, lambda_max=graph.lambda_max)
-    torch.testing.assert_close(conv(x, graph.edge_index, graph.edge_weight), expected,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        conv(x, graph.edge_index, graph.edge_weight), expected, rtol=1e-5, atol=1e-5
+    )
     # Without lambda_max in the graph, the same value is estimated.
     lam = estimate_lambda_max(graph.edge_index, graph.edge_weight, graph.num_nodes)
     assert lam == pytest.approx(graph.lambda_max, rel=1e-6)
@@ -70,7 +74,7 @@ def test_fused_equals_message_passing(graph):
         conv.fused = fused
         conv.zero_grad()
         out = conv(x, graph.edge_index, graph.edge_weight)
-        grad_x, = torch.autograd.grad((out * out.detach().sin()).sum(), x, retain_graph=True)
+        (grad_x,) = torch.autograd.grad((out * out.detach().sin()).sum(), x, retain_graph=True)
         out.sum().backward()
         outs.append(out)
         grads.append([grad_x] + [p.grad.clone() for p in conv.parameters()])
@@ -85,8 +89,9 @@ def test_maps_on_a_shared_graph_equal_one_by_one(graph):
     out = conv(x, graph.edge_index, graph.edge_weight)
     assert out.shape == (5, graph.num_nodes, 4)
     for b in range(5):
-        torch.testing.assert_close(out[b], conv(x[b], graph.edge_index, graph.edge_weight),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            out[b], conv(x[b], graph.edge_index, graph.edge_weight), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_K1_is_a_per_pixel_linear_layer(graph):
@@ -96,13 +101,15 @@ def test_K1_is_a_per_pixel_linear_layer(graph):
     torch.testing.assert_close(conv(x, graph.edge_index, graph.edge_weight), expected)
 
 
-@pytest.mark.parametrize('normalization,K', [('sym', 1), ('sym', 2), ('sym', 4), ('rw', 4),
-                                             (None, 3)])
+@pytest.mark.parametrize(
+    "normalization,K", [("sym", 1), ("sym", 2), ("sym", 4), ("rw", 4), (None, 3)]
+)
 def test_gradcheck_float64(normalization, K):
     g = pyg_sphere.healpix_graph(1)  # 12 nodes
     torch.manual_seed(0)
-    conv = SphericalChebConv(2, 3, K, normalization=normalization,
-                             lambda_max=2.0 if normalization else 20.0).double()
+    conv = SphericalChebConv(
+        2, 3, K, normalization=normalization, lambda_max=2.0 if normalization else 20.0
+    ).double()
     x = torch.randn(2, 12, 2, dtype=torch.float64, requires_grad=True)
     names = [name for name, _ in conv.named_parameters()]
     params = [p.detach().clone().requires_grad_() for p in conv.parameters()]
@@ -115,8 +122,7 @@ def test_gradcheck_float64(normalization, K):
     assert torch.autograd.gradcheck(lambda x, *p: f(x[0], *p), (x, *params))
     # and the edge weights through the message-passing path.
     edge_weight = g.edge_weight.double().requires_grad_()
-    assert torch.autograd.gradcheck(lambda x, w: f(x, *params, edge_weight=w),
-                                    (x, edge_weight))
+    assert torch.autograd.gradcheck(lambda x, w: f(x, *params, edge_weight=w), (x, edge_weight))
 
 
 def test_parameter_gradients_match_autograd_reference(graph):
@@ -166,17 +172,19 @@ def test_per_graph_lambda_max_on_a_batch():
     for g in graphs:
         g.x = torch.randn(g.num_nodes, 3)
     batch = Batch.from_data_list(graphs)
-    assert batch.lambda_max.shape == (2, )
+    assert batch.lambda_max.shape == (2,)
     cheb, conv = pair(3, 4, 4)
     out = conv(batch.x, batch.edge_index, batch.edge_weight, batch.batch, batch.lambda_max)
-    expected = cheb(batch.x, batch.edge_index, batch.edge_weight, batch.batch,
-                    batch.lambda_max)
+    expected = cheb(batch.x, batch.edge_index, batch.edge_weight, batch.batch, batch.lambda_max)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     for i, g in enumerate(graphs):
-        torch.testing.assert_close(out[batch.ptr[i]:batch.ptr[i + 1]],
-                                   conv(g.x, g.edge_index, g.edge_weight),
-                                   rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match='batch'):
+        torch.testing.assert_close(
+            out[batch.ptr[i] : batch.ptr[i + 1]],
+            conv(g.x, g.edge_index, g.edge_weight),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+    with pytest.raises(ValueError, match="batch"):
         conv(batch.x, batch.edge_index, batch.edge_weight, lambda_max=batch.lambda_max)
 
 
@@ -196,8 +204,9 @@ def test_hooks_and_explainers_see_messages(graph):
     expected = conv(x, graph.edge_index, graph.edge_weight)
     seen = []
     handle = conv.register_message_forward_hook(lambda module, inputs, out: seen.append(out))
-    torch.testing.assert_close(conv(x, graph.edge_index, graph.edge_weight), expected,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        conv(x, graph.edge_index, graph.edge_weight), expected, rtol=1e-5, atol=1e-5
+    )
     handle.remove()
     assert len(seen) == 2  # K - 1 propagations
     # Laplacian edges: the graph's edges plus one self loop per node.
@@ -212,18 +221,19 @@ def test_lazy_in_channels(graph):
     conv.fused = False
     expected = conv(x, graph.edge_index, graph.edge_weight)
     conv.fused = True
-    torch.testing.assert_close(conv(x, graph.edge_index, graph.edge_weight), expected,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        conv(x, graph.edge_index, graph.edge_weight), expected, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_compile_matches_eager(graph):
     _, conv = pair(3, 4, 4)
     x = torch.randn(2, graph.num_nodes, 3, requires_grad=True)
-    compiled = torch.compile(conv, backend='aot_eager')
+    compiled = torch.compile(conv, backend="aot_eager")
     out = compiled(x, graph.edge_index, graph.edge_weight)
     torch.testing.assert_close(out, conv(x, graph.edge_index, graph.edge_weight))
-    grad, = torch.autograd.grad(out.sum(), x)
-    expected, = torch.autograd.grad(conv(x, graph.edge_index, graph.edge_weight).sum(), x)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    (expected,) = torch.autograd.grad(conv(x, graph.edge_index, graph.edge_weight).sum(), x)
     torch.testing.assert_close(grad, expected)
 
 
@@ -233,32 +243,40 @@ def test_compile_inductor_matches_eager():
     _, conv = pair(3, 4, 3)
     x = torch.randn(2, g.num_nodes, 3)
     compiled = torch.compile(conv)
-    torch.testing.assert_close(compiled(x, g.edge_index, g.edge_weight),
-                               conv(x, g.edge_index, g.edge_weight), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        compiled(x, g.edge_index, g.edge_weight),
+        conv(x, g.edge_index, g.edge_weight),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_bad_input(graph):
     conv = SphericalChebConv(3, 4, K=3)
-    with pytest.raises(ValueError, match='graph.num_nodes'):
+    with pytest.raises(ValueError, match="graph.num_nodes"):
         conv(torch.randn(100, 3), graph.edge_index, graph.edge_weight)
-    with pytest.raises(ValueError, match='graph.num_nodes'):  # [N, B, F] instead of [B, N, F]
+    with pytest.raises(ValueError, match="graph.num_nodes"):  # [N, B, F] instead of [B, N, F]
         conv(torch.randn(graph.num_nodes, 2, 3), graph.edge_index, graph.edge_weight)
-    with pytest.raises(ValueError, match=r'\[B, N, F\]'):
+    with pytest.raises(ValueError, match=r"\[B, N, F\]"):
         conv(torch.randn(graph.num_nodes), graph.edge_index, graph.edge_weight)
-    with pytest.raises(ValueError, match='batch'):
-        conv(torch.randn(graph.num_nodes, 3), graph.edge_index, graph.edge_weight,
-             batch=torch.zeros(10, dtype=torch.long))
-    with pytest.raises(ValueError, match='lambda_max'):
+    with pytest.raises(ValueError, match="batch"):
+        conv(
+            torch.randn(graph.num_nodes, 3),
+            graph.edge_index,
+            graph.edge_weight,
+            batch=torch.zeros(10, dtype=torch.long),
+        )
+    with pytest.raises(ValueError, match="lambda_max"):
         conv(torch.randn(graph.num_nodes, 3), graph.edge_index, lambda_max=-1.0)
-    with pytest.raises(ValueError, match='K'):
+    with pytest.raises(ValueError, match="K"):
         SphericalChebConv(3, 4, K=0)
-    with pytest.raises(ValueError, match='normalization'):
-        SphericalChebConv(3, 4, K=2, normalization='left')
-    with pytest.raises(ValueError, match='lambda_max'):
-        SphericalChebConv(3, 4, K=2, lambda_max='max')
+    with pytest.raises(ValueError, match="normalization"):
+        SphericalChebConv(3, 4, K=2, normalization="left")
+    with pytest.raises(ValueError, match="lambda_max"):
+        SphericalChebConv(3, 4, K=2, lambda_max="max")
 
 
-@pytest.mark.parametrize('fused', [True, False])
+@pytest.mark.parametrize("fused", [True, False])
 def test_graph_without_edges(fused):
     # One pixel: no edges, lambda_max 0. K = 1 is a per-pixel linear layer and still works;
     # K > 1 names the problem instead of dividing by zero.
@@ -268,13 +286,15 @@ def test_graph_without_edges(fused):
     conv = SphericalChebConv(3, 4, K=1, fused=fused)
     out = conv(x, single.edge_index, single.edge_weight, lambda_max=single.lambda_max)
     torch.testing.assert_close(out, conv.lins[0](x) + conv.bias)
-    with pytest.raises(ValueError, match='no edges'):
+    with pytest.raises(ValueError, match="no edges"):
         SphericalChebConv(3, 4, K=3, fused=fused)(x, single.edge_index, single.edge_weight)
-    with pytest.raises(ValueError, match='without edges'):
-        SphericalChebConv(3, 4, K=3, fused=fused)(x, single.edge_index, single.edge_weight,
-                                                  lambda_max=single.lambda_max)
+    with pytest.raises(ValueError, match="without edges"):
+        SphericalChebConv(3, 4, K=3, fused=fused)(
+            x, single.edge_index, single.edge_weight, lambda_max=single.lambda_max
+        )
 
 
 def test_repr():
     assert repr(SphericalChebConv(3, 4, K=5)) == (
-        'SphericalChebConv(3, 4, K=5, normalization=sym, lambda_max=auto)')
+        "SphericalChebConv(3, 4, K=5, normalization=sym, lambda_max=auto)"
+    )

@@ -16,23 +16,25 @@ from pyg_sphere.nn import DeepSphere, SphericalUNet
 SMALL = dict(channels=(8, 16), K=3)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('maps')
-    (root / 'raw').mkdir()
+    root = tmp_path_factory.mktemp("maps")
+    (root / "raw").mkdir()
     np.random.seed(3)
     ell = np.arange(48)
     rows = []
     for i in range(3):
-        hp.write_map(str(root / 'raw' / f'm{i}.fits'), hp.synfast(1 / (ell + 3.0)**2, 16),
-                     dtype=np.float64)
-        rows.append(f'm{i}.fits,{i % 2},0.3,0.8,train')
-    (root / 'raw' / 'manifest.csv').write_text('file,label,omega_m,sigma_8,split\n'
-                                               + '\n'.join(rows))
+        hp.write_map(
+            str(root / "raw" / f"m{i}.fits"), hp.synfast(1 / (ell + 3.0) ** 2, 16), dtype=np.float64
+        )
+        rows.append(f"m{i}.fits,{i % 2},0.3,0.8,train")
+    (root / "raw" / "manifest.csv").write_text(
+        "file,label,omega_m,sigma_8,split\n" + "\n".join(rows)
+    )
     return str(root)
 
 
-@pytest.mark.parametrize('head', ['fcn', 'cnn'])
+@pytest.mark.parametrize("head", ["fcn", "cnn"])
 def test_shapes_full_sphere_and_patch(head):
     torch.manual_seed(0)
     full = DeepSphere(2, 3, 8, head=head, **SMALL)
@@ -45,13 +47,13 @@ def test_shapes_full_sphere_and_patch(head):
     assert paper.channels == (16, 32, 64, 64, 64) and paper.levels == 5
     assert paper(torch.randn(2, 1024, 1)).shape == (2, 2)
     # Graphs are buffers that follow the model but are not saved.
-    assert not any(key.startswith(('edge_', 'pixels')) for key in full.state_dict())
+    assert not any(key.startswith(("edge_", "pixels")) for key in full.state_dict())
     full = full.double()
     assert full.graphs[0].edge_weight.dtype == torch.float64
     assert full(torch.randn(2, 768, 2, dtype=torch.float64)).dtype == torch.float64
 
 
-@pytest.mark.parametrize('head', ['fcn', 'cnn'])
+@pytest.mark.parametrize("head", ["fcn", "cnn"])
 def test_shared_and_pyg_batches_agree(root, head):
     shared = ConvergenceMaps(root, 16, 1, log=False)  # 3 maps x 12 patches of 256 pixels
     pyg = ConvergenceMaps(root, 16, 1, attach_graph=True, log=False)
@@ -60,8 +62,7 @@ def test_shared_and_pyg_batches_agree(root, head):
     for train in (True, False):  # batch statistics, then running statistics
         model.train(train)
         a, b = [], []
-        for sb, pb in zip(SharedGraphLoader(shared, batch_size=10),
-                          DataLoader(pyg, batch_size=10)):
+        for sb, pb in zip(SharedGraphLoader(shared, batch_size=10), DataLoader(pyg, batch_size=10)):
             model.check_data(sb)
             model.check_data(pb)
             assert sb.x.dim() == 3 and pb.x.dim() == 2
@@ -87,7 +88,7 @@ def test_training_separates_two_variances():
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)
     losses = []
     for _ in range(30):
-        i = torch.randint(0, 128, (32, ), generator=g)
+        i = torch.randint(0, 128, (32,), generator=g)
         loss = F.cross_entropy(model(x_train[i]), y_train[i])
         opt.zero_grad()
         loss.backward()
@@ -107,8 +108,9 @@ def test_regression_of_two_targets():
     target = torch.rand(64, 2, generator=g) + 0.5
     x = torch.randn(64, 256, 1, generator=g) * target[:, :1, None] + target[:, 1:, None]
     torch.manual_seed(2)
-    model = DeepSphere(1, 2, 16, pixels=nested_patches(16, 1)[3], channels=(8, 8), K=3,
-                       batch_norm=False)
+    model = DeepSphere(
+        1, 2, 16, pixels=nested_patches(16, 1)[3], channels=(8, 8), K=3, batch_norm=False
+    )
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     with torch.no_grad():
         before = F.mse_loss(model(x), target).item()
@@ -188,40 +190,46 @@ def test_errors_on_bad_construction():
         DeepSphere(1, 2, 16, pixels=region, channels=(4, 4, 4, 4))
     closed = close_hierarchy(region, 4)
     assert DeepSphere(1, 2, 16, pixels=closed, channels=(4, 4, 4, 4)).num_nodes == 256
-    with pytest.raises(ValueError, match="num_neighbors=20 neighbours cannot be found at the coarsest"):
+    with pytest.raises(
+        ValueError, match="num_neighbors=20 neighbours cannot be found at the coarsest"
+    ):
         DeepSphere(1, 2, 8, channels=(4, 4, 4), num_neighbors=20)
     with pytest.raises(ValueError, match="head must be"):
-        DeepSphere(1, 2, 8, head='mlp', **SMALL)
+        DeepSphere(1, 2, 8, head="mlp", **SMALL)
     with pytest.raises(ValueError, match="pool must be"):
-        DeepSphere(1, 2, 8, pool='min', **SMALL)
+        DeepSphere(1, 2, 8, pool="min", **SMALL)
     with pytest.raises(ValueError, match="channels needs at least 1"):
         DeepSphere(1, 2, 8, channels=())
     with pytest.raises(ValueError, match="nside must be a power of 2"):
         DeepSphere(1, 2, 12, **SMALL)
 
 
-@pytest.mark.parametrize('head', ['fcn', 'cnn'])
+@pytest.mark.parametrize("head", ["fcn", "cnn"])
 def test_config_round_trip(head):
     torch.manual_seed(0)
-    model = DeepSphere(1, 2, 16, pixels=nested_patches(16, 1)[2], head=head, dropout=0.1,
-                       **SMALL).eval()
+    model = DeepSphere(
+        1, 2, 16, pixels=nested_patches(16, 1)[2], head=head, dropout=0.1, **SMALL
+    ).eval()
     config = json.loads(json.dumps(model.config))
-    assert config['pixels'] == nested_patches(16, 1)[2].tolist()
-    assert config['channels'] == [8, 16] and config['head'] == head
+    assert config["pixels"] == nested_patches(16, 1)[2].tolist()
+    assert config["channels"] == [8, 16] and config["head"] == head
     clone = DeepSphere.from_config(config).eval()
     assert clone.config == model.config
     clone.load_checkpoint_state(model.state_dict(), config)
     x = torch.randn(3, 256, 1)
     torch.testing.assert_close(clone(x), model(x))
-    assert DeepSphere.from_config(DeepSphere(1, 2, 8, **SMALL).config).config['pixels'] is None
+    assert DeepSphere.from_config(DeepSphere(1, 2, 8, **SMALL).config).config["pixels"] is None
 
 
 def test_checkpoint_mismatch_says_what_differs():
     torch.manual_seed(0)
     model = DeepSphere(1, 2, 16, pixels=nested_patches(16, 1)[0], channels=(16, 32, 64))
     small = DeepSphere(1, 2, 16, pixels=nested_patches(16, 1)[0], channels=(16, 32))
-    with pytest.raises(ValueError, match=r"checkpoint has channels \(16, 32\) but model has "
-                                         r"\(16, 32, 64\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint has channels \(16, 32\) but model has "
+        r"\(16, 32, 64\)",
+    ):
         model.load_checkpoint_state(small.state_dict(), json.loads(json.dumps(small.config)))
     # Without the config, the tensors still say it.
     with pytest.raises(ValueError, match=r"missing: convs\.2\.lins\.0\.weight"):
@@ -230,8 +238,11 @@ def test_checkpoint_mismatch_says_what_differs():
     with pytest.raises(ValueError, match="checkpoint has nside 32 but model has 16"):
         model.load_checkpoint_state(other_nside.state_dict(), other_nside.config)
     patch = DeepSphere(1, 2, 16, pixels=nested_patches(16, 1)[5], channels=(16, 32, 64))
-    with pytest.raises(ValueError, match=r"trained on a region of 256 pixels \(nested ids "
-                                         r"1280..1535\) .*same size, other pixels"):
+    with pytest.raises(
+        ValueError,
+        match=r"trained on a region of 256 pixels \(nested ids "
+        r"1280..1535\) .*same size, other pixels",
+    ):
         model.load_checkpoint_state(patch.state_dict(), patch.config)
     unet = SphericalUNet(1, 2, 16, pixels=nested_patches(16, 1)[0], channels=(16, 32))
     with pytest.raises(ValueError, match="another architecture"):
@@ -239,8 +250,7 @@ def test_checkpoint_mismatch_says_what_differs():
     with pytest.raises(ValueError, match="another architecture"):
         DeepSphere.from_config(unet.config)
     # A differing dropout does not matter; a DistributedDataParallel prefix neither.
-    same = DeepSphere(1, 2, 16, pixels=nested_patches(16, 1)[0], channels=(16, 32, 64),
-                      dropout=0.5)
-    prefixed = {'module.' + key: value for key, value in same.state_dict().items()}
+    same = DeepSphere(1, 2, 16, pixels=nested_patches(16, 1)[0], channels=(16, 32, 64), dropout=0.5)
+    prefixed = {"module." + key: value for key, value in same.state_dict().items()}
     assert model.load_checkpoint_state(prefixed, same.config) is model
     assert torch.equal(model.convs[1].lins[2].weight, same.convs[1].lins[2].weight)

@@ -52,7 +52,7 @@ def test_skip_connections_carry_detail():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    within_groups = (x.view(16, -1, 4, 1) - x.view(16, -1, 4, 1).mean(2, keepdim=True))
+    within_groups = x.view(16, -1, 4, 1) - x.view(16, -1, 4, 1).mean(2, keepdim=True)
     assert loss.item() < 0.2 * within_groups.square().mean().item()
 
 
@@ -72,6 +72,6 @@ def test_config_round_trip_and_bad_input():
     with pytest.raises(ValueError, match=r"x has 768 pixels per map .* 256 pixels"):
         model(torch.randn(2, 768, 1))
     with pytest.raises(ValueError, match="channels needs at least 2"):
-        SphericalUNet(1, 2, 8, channels=(8, ))
+        SphericalUNet(1, 2, 8, channels=(8,))
     with pytest.raises(ValueError, match=r"pooled 1 time.*close_hierarchy\(pixels, 2\)"):
         SphericalUNet(1, 2, 8, pixels=range(4), channels=(4, 4, 4))

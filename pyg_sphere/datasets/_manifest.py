@@ -1,0 +1,152 @@
+"""The manifest of a map collection, ``raw/manifest.csv``: its columns, reader and writer.
+
+One row per map: ``file`` (relative to ``raw/``) and ``label`` (integer class) are required,
+``omega_m``, ``sigma_8`` and ``split`` (one of :data:`SPLITS`) are optional; other columns are
+ignored. :func:`~pyg_sphere.datasets.simulate_convergence_maps` writes it and
+:class:`~pyg_sphere.datasets.ConvergenceMaps` reads it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os.path as osp
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .._io import atomic_open
+
+#: The splits of a collection, in order.
+SPLITS = ("train", "val", "test")
+#: File name of the manifest inside ``raw/``.
+MANIFEST = "manifest.csv"
+#: Header of the manifest as written by the simulator.
+MANIFEST_COLUMNS = ("file", "label", "omega_m", "sigma_8", "split")
+
+
+def where(row: dict) -> str:
+    """Names a manifest row in error messages."""
+    return f"'{row['file']}' (raw/{MANIFEST} line {row['line']})"
+
+
+def check_split_fractions(split_fractions) -> tuple[float, float, float]:
+    """Returns (train, val, test) fractions as floats; raises unless they are three finite
+    non-negative numbers summing to 1."""
+    try:
+        fractions = tuple(float(f) for f in split_fractions)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"split_fractions must be three numbers (train, val, test), got {split_fractions!r}"
+        ) from None
+    if (
+        len(fractions) != 3
+        or not all(math.isfinite(f) and f >= 0 for f in fractions)
+        or abs(sum(fractions) - 1) > 1e-6
+    ):
+        raise ValueError(
+            "split_fractions must be three non-negative numbers (train, val, test) "
+            f"summing to 1, got {split_fractions!r}"
+        )
+    return fractions  # type: ignore[return-value]
+
+
+def write_manifest(path, rows: Iterable[Sequence]) -> None:
+    """Writes :data:`MANIFEST_COLUMNS` and :obj:`rows` to :obj:`path` atomically."""
+    with atomic_open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(rows)
+
+
+def read_manifest(
+    path: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0
+) -> list[dict]:
+    """Reads and validates a manifest; assigns a split to every map.
+
+    Without a ``split`` column, the maps of each class are split by a permutation seeded with
+    :obj:`split_seed`, in the proportions :obj:`split_fractions` (train, val, test).
+
+    Returns:
+        One dict per map, in manifest order, with keys ``file``, ``line`` (line number in the
+        file, header = 1), ``label`` (int), ``omega_m``, ``sigma_8`` (float, NaN when absent)
+        and ``split``.
+    """
+    header, raw_rows = _read_csv(path)
+    rows, seen = [], {}
+    for line, values in raw_rows:
+        row = _parse_row(line, values, header)
+        if row["file"] in seen:
+            raise ValueError(
+                f"{where(row)} is listed twice (also on line {seen[row['file']]}): "
+                "each map may appear once, or its patches could land in two splits"
+            )
+        seen[row["file"]] = line
+        rows.append(row)
+    if "split" not in header:
+        _assign_splits(rows, split_fractions, split_seed)
+    return rows
+
+
+def _read_csv(path: str) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The header and the (line number, stripped values) of every row."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: put the maps in {osp.dirname(path)} with a {MANIFEST} listing "
+            "them (header: file,label[,omega_m,sigma_8,split])"
+        )
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in ("file", "label") if c not in header]
+        if missing:
+            raise ValueError(
+                f"{path}: the header must name the columns 'file' and 'label' (optional: "
+                f"omega_m, sigma_8, split), found {header}; missing {missing}"
+            )
+        reader.fieldnames = header
+        rows = [
+            (i + 2, {k: (v or "").strip() for k, v in r.items() if k is not None})
+            for i, r in enumerate(reader)
+        ]
+    if not rows:
+        raise ValueError(f"{path} lists no maps: add one row per map (file,label,...)")
+    return header, rows
+
+
+def _parse_row(line: int, values: dict, header: list[str]) -> dict:
+    row = {"file": values["file"], "line": line}
+    if not row["file"]:
+        raise ValueError(f"raw/{MANIFEST} line {line}: empty 'file' entry")
+    label = values.get("label", "")
+    if label == "":
+        raise ValueError(f"{where(row)}: missing label; give every map its integer class")
+    try:
+        row["label"] = int(label)
+    except ValueError:
+        raise ValueError(f"{where(row)}: label {label!r} is not an integer class id") from None
+    for key in ("omega_m", "sigma_8"):
+        value = values.get(key, "")
+        try:
+            row[key] = float(value) if value != "" else float("nan")
+        except ValueError:
+            raise ValueError(f"{where(row)}: {key} {value!r} is not a number") from None
+    if "split" in header:
+        if values["split"] not in SPLITS:
+            raise ValueError(f"{where(row)}: split {values['split']!r} is not one of {SPLITS}")
+        row["split"] = values["split"]
+    return row
+
+
+def _assign_splits(rows: list[dict], split_fractions: Sequence[float], split_seed: int) -> None:
+    fractions = np.asarray(split_fractions, dtype=float)
+    rng = np.random.default_rng(split_seed)
+    for label in sorted({r["label"] for r in rows}):
+        members = [r for r in rows if r["label"] == label]
+        n = len(members)
+        n_val, n_test = (int(round(f * n)) for f in fractions[1:])
+        n_test = min(n_test, n)
+        n_val = min(n_val, n - n_test)
+        names = ["test"] * n_test + ["val"] * n_val + ["train"] * (n - n_test - n_val)
+        for r, i in zip(members, rng.permutation(n)):
+            r["split"] = names[i]
