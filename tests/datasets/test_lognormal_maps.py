@@ -7,7 +7,6 @@ import pytest
 from scipy import stats
 from scipy.special import eval_legendre
 
-import pyg_sphere.apps.simulate as cli
 import pyg_sphere.datasets.lognormal_maps as sim
 from pyg_sphere import cache
 from pyg_sphere.datasets.lognormal_maps import (
@@ -348,53 +347,7 @@ def test_bad_input_low_level():
         simulate_convergence_map(8, 2)
 
 
-# ----------------------------------------------------------------------------- CLI
-
-
-def test_cli_writes_collection(tmp_path, capsys):
-    assert (
-        cli.main(
-            [
-                "--out",
-                str(tmp_path),
-                "--n-per-class",
-                "2",
-                "--nside",
-                "8",
-                "--seed",
-                "4",
-                "--nest",
-                "--power-matched",
-                "--split",
-                "0.5",
-                "0.5",
-                "0",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    rows = read_manifest(tmp_path / "raw" / "manifest.csv")
-    assert [r["split"] for r in rows] == ["train", "val", "train", "val"]
-    m = hp.read_map(tmp_path / "raw" / rows[3]["file"], nest=True)
-    expected = simulate_convergence_map(8, 1, rng=map_rng(4, 1, 1), power_matched=True, nest=True)
-    np.testing.assert_array_equal(m, expected.astype(np.float32))
-    assert "manifest.csv" in capsys.readouterr().err
-
-
-def test_cli_progress_bar(tmp_path, capsys):
-    cli.main(["--out", str(tmp_path), "--n-per-class", "1", "--nside", "4"])
-    assert "2/2" in capsys.readouterr().err
-
-
-def test_cli_bad_input(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["--out", str(tmp_path), "--n-per-class", "1", "--nside", "12"])
-    assert exc.value.code == 2
-    assert "nside must be a power of 2" in capsys.readouterr().err
-
-
 def test_docstring_examples():
-    for module in (sim, cli):
+    for module in (sim,):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0

@@ -8,7 +8,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from ... import checkpoint
-from ..._validate import PixelsLike, as_pixels, check_int, check_nside
+from ..._validate import PixelsLike, as_pixels, check_channels, check_choice, check_int, check_nside
 from ...checkpoint import describe_region
 from ...graph import healpix_hierarchy, is_closed_hierarchy
 from ..conv import SphericalChebConv
@@ -25,6 +25,18 @@ class SphereModel(torch.nn.Module):
     :class:`~torch.nn.parallel.DistributedDataParallel`, which would bump their version
     counters and make every convolution rebuild its cached operator at every step.
     """
+
+    def _check_arguments(
+        self, in_channels, out_channels, channels, K, pool, dropout, min_levels: int
+    ):
+        """Checks the arguments that every model takes; returns :obj:`channels` as a tuple."""
+        self.in_channels = check_int("in_channels", in_channels, 1)
+        self.out_channels = check_int("out_channels", out_channels, 1)
+        check_int("K", K, 1)
+        check_choice("pool", pool, ("max", "mean"))
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        return check_channels(channels, min_levels)
 
     def _build_hierarchy(
         self, nside: int, levels: int, pixels: PixelsLike, num_neighbors: int, what: str

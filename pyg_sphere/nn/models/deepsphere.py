@@ -3,7 +3,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..._validate import PixelsLike, check_channels, check_choice, check_int
+from ..._validate import PixelsLike
 from ..conv import SphericalChebConv
 from ..pool import HealpixPool
 from ._base import SphereModel
@@ -85,18 +85,12 @@ class DeepSphere(SphereModel):
         head: str = "fcn",
     ):
         super().__init__()
-        self.in_channels = check_int("in_channels", in_channels, 1)
-        self.out_channels = check_int("out_channels", out_channels, 1)
-        channels = check_channels(channels, 1)
-        check_int("K", K, 1)
-        check_choice("pool", pool, ("max", "mean"))
+        channels = self._check_arguments(in_channels, out_channels, channels, K, pool, dropout, 1)
         if head not in ("fcn", "cnn"):
             raise ValueError(
                 f"head must be 'fcn' (convolution and mean over pixels) or 'cnn' "
                 f"(flatten and linear layer), got {head!r}"
             )
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         pixels = self._build_hierarchy(
             nside, len(channels), pixels, num_neighbors, f"len(channels) = {len(channels)}"
         )

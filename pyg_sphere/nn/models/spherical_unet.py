@@ -3,7 +3,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..._validate import PixelsLike, check_channels, check_choice, check_int
+from ..._validate import PixelsLike
 from ..conv import SphericalChebConv
 from ..pool import HealpixPool, HealpixUnpool
 from ._base import SphereModel
@@ -73,13 +73,7 @@ class SphericalUNet(SphereModel):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.in_channels = check_int("in_channels", in_channels, 1)
-        self.out_channels = check_int("out_channels", out_channels, 1)
-        channels = check_channels(channels, 2)
-        check_int("K", K, 1)
-        check_choice("pool", pool, ("max", "mean"))
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        channels = self._check_arguments(in_channels, out_channels, channels, K, pool, dropout, 2)
         levels = len(channels) - 1
         pixels = self._build_hierarchy(
             nside, levels, pixels, num_neighbors, f"len(channels) - 1 = {levels}"
