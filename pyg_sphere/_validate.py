@@ -101,6 +101,13 @@ def as_pixels(nside: int, pixels: PixelsLike, *, name: str = "pixels") -> Option
         )
     if arr.size == 0:
         raise ValueError(f"{name} is empty: a graph needs at least one pixel")
+    if arr.shape[0] == npix and arr.shape[0] > 2 and np.isin(arr, (0, 1)).all():
+        # Ids would hold each pixel once: a 0/1 array as long as the map is a mask.
+        raise ValueError(
+            f"{name} is an integer array of 0s and 1s with one entry per pixel: it looks like "
+            f"a mask; pass it as a boolean array (e.g. {name}.astype(bool)), or pass the ids "
+            f"of the selected pixels (np.flatnonzero(mask))"
+        )
     arr = np.sort(arr.astype(np.int64))
     if arr[0] < 0 or arr[-1] >= npix:
         bad = arr[0] if arr[0] < 0 else arr[-1]

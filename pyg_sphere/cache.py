@@ -227,6 +227,15 @@ class IdentityMemo(_Cache):
         self._store(key, value, extra=(refs,))
         return value
 
+    def peek(self, tensors: Sequence[Optional[Tensor]], extra: Hashable = ()):
+        """The value cached for these tensors, or :obj:`None`; counts as a hit or a miss."""
+        try:
+            key = (tuple(_tensor_key(t) for t in tensors), extra)
+        except _Uncacheable:
+            return None
+        entry = self._lookup(key)
+        return None if entry is None else entry[0]
+
 
 def _drop(cache_ref, key, _dead_ref):
     # Runs while a key tensor is freed; the cache itself may be gone (interpreter exit).

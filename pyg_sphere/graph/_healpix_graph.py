@@ -9,6 +9,7 @@ from typing import Optional
 import healpy as hp
 import numpy as np
 import torch
+from torch import Tensor
 from torch_geometric.data import Data
 
 from .. import cache
@@ -23,6 +24,15 @@ _FORMAT_VERSION = 2
 
 # Graphs by their arguments (bounded by bytes; see pyg_sphere.cache).
 _GRAPHS = cache.memo("graph", cache.DEFAULT_LARGE_LIMIT)
+# The node count of every graph handed out, by the identity of its edge_index: a layer given
+# only edge_index can then refuse features with more rows than the graph has nodes.
+_NUM_NODES = cache.identity_memo("graph_num_nodes")
+
+
+def registered_num_nodes(edge_index: Tensor) -> Optional[int]:
+    """The node count of the :func:`healpix_graph` that owns :obj:`edge_index` (the very
+    tensor, not a copy), or :obj:`None` if it comes from elsewhere."""
+    return _NUM_NODES.peek((edge_index,))
 
 
 def _v1_mean_d2(nside: int) -> float:
@@ -299,6 +309,7 @@ def healpix_graph(
         if path is not None:
             _save(path, data)
     _GRAPHS.put(key, data)
+    _NUM_NODES.get((data.edge_index,), (), lambda: data.num_nodes)
     data = copy.copy(data)
     if not lambda_max and "lambda_max" in data:  # the same output whatever the cache holds
         del data.lambda_max

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .. import cache
+from ..graph._healpix_graph import registered_num_nodes
 
 LambdaMax = Union[float, Tensor]
 
@@ -33,15 +34,21 @@ NODE_CACHE = cache.identity_memo("node_count")
 
 @torch.compiler.disable
 def check_node_count(edge_index: Tensor, num_nodes: int):
-    """Raises if :obj:`edge_index` refers to nodes beyond :obj:`num_nodes` (once per graph)."""
+    """Raises unless features of :obj:`num_nodes` rows fit :obj:`edge_index`: never when it
+    refers to nodes beyond them, nor when it belongs to a graph of
+    :func:`~pyg_sphere.healpix_graph` with another node count (checked once per graph)."""
     largest = NODE_CACHE.get(
         (edge_index,), (), lambda: int(edge_index.max()) if edge_index.numel() > 0 else -1
     )
-    if largest >= num_nodes:
+    known = registered_num_nodes(edge_index)
+    if largest >= num_nodes or (known is not None and known != num_nodes):
+        graph = f"a graph of {known} nodes" if known is not None else f"node {largest}"
         raise ValueError(
-            f"x has {num_nodes} nodes along its node dimension (-2) but edge_index refers "
-            f"to node {largest}: x must be [N, F] or [B, N, F] with N the number of nodes of "
-            f"the graph (graph.num_nodes)"
+            f"x has {num_nodes} nodes along its node dimension (-2) but edge_index "
+            f"{'belongs to' if known is not None else 'refers to'} {graph}: x must be [N, F] or "
+            f"[B, N, F] with N the number of nodes of the graph (graph.num_nodes); features of "
+            f"the full sphere go with the full sphere's graph, those of a region or a coarser "
+            f"level with that region's or level's graph"
         )
 
 

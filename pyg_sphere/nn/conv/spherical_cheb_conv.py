@@ -171,7 +171,18 @@ class SphericalChebConv(MessagePassing):
                 f"{tuple(x.shape) if isinstance(x, Tensor) else type(x)}"
             )
         if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.size(0) != 2:
-            raise ValueError("edge_index must be a tensor [2, E] of node indices")
+            got = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else edge_index
+            raise ValueError(
+                f"edge_index must be a tensor [2, E] of node indices, got {got}"
+                + (
+                    ": items of pyg_sphere.datasets.ConvergenceMaps carry their graph only with "
+                    "attach_graph=True (for PyG's DataLoader); with SharedGraphLoader, pass "
+                    "batch.edge_index of the shared graph"
+                    if edge_index is None
+                    else ""
+                )
+            )
+        self._check_dtype(x)
         num_nodes = x.size(-2)
         if batch is not None and batch.numel() != num_nodes:
             raise ValueError(
@@ -188,6 +199,21 @@ class SphericalChebConv(MessagePassing):
         if self._use_message_path(edge_weight):
             return self._forward_message(x, edge_index, edge_weight, batch, lam)
         return self._forward_fused(x, edge_index, edge_weight, batch, lam)
+
+    def _check_dtype(self, x: Tensor) -> None:
+        if not x.is_floating_point():
+            raise TypeError(
+                f"x must hold floating-point features, got {x.dtype}: convert it, e.g. x.float()"
+            )
+        weight = self.lins[0].weight
+        if is_uninitialized_parameter(weight) or torch.is_autocast_enabled(x.device.type):
+            return
+        if x.dtype != weight.dtype:
+            raise TypeError(
+                f"x is {x.dtype} but the layer's parameters are {weight.dtype}: convert the "
+                f"input (x.to({weight.dtype})) or the layer or model (.to({x.dtype})), or run "
+                f"under torch.autocast"
+            )
 
     def _resolve_lambda_max(self, edge_index, edge_weight, num_nodes, lambda_max):
         if lambda_max is None:
@@ -242,9 +268,14 @@ class SphericalChebConv(MessagePassing):
     def _forward_fused(self, x, edge_index, edge_weight, batch, lam) -> Tensor:
         # Maps on a shared graph are filtered together: [B, N, F] is handled as [N, B*F].
         nodes_first = x.unsqueeze(1) if x.dim() == 2 else x.transpose(0, 1)
+        if x.dtype in _HALF_DTYPES:
+            # Sparse kernels lack half precision (on CPU): filter in float32, then come back.
+            nodes_first = nodes_first.float()
         terms = _chebyshev_terms(
             nodes_first, edge_index, edge_weight, batch, lam, self.normalization, self.K
         )
+        if x.dtype in _HALF_DTYPES:
+            terms = terms.to(x.dtype)
         n, b = terms.shape[:2]
         # One product with the K weight matrices side by side: [N*B, K*F_in] @ [K*F_in, F_out].
         weight = torch.cat([lin.weight for lin in self.lins], dim=1)
@@ -263,6 +294,9 @@ class SphericalChebConv(MessagePassing):
             f"K={self.K}, normalization={self.normalization}, "
             f"lambda_max={self.lambda_max})"
         )
+
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _tracking_hooks(name: str):
@@ -306,4 +340,7 @@ def _chebyshev_terms(
     op = _sparse.cheb_operator(
         edge_index, edge_weight, x.size(0), normalization, lam, x.dtype, x.device, batch
     )
-    return _sparse.chebyshev_basis(op, x, K)
+    # The sparse products run in x's precision: autocast would cast them to half precision,
+    # which the sparse kernels lack; the weights' product after them still autocasts.
+    with torch.autocast(x.device.type, enabled=False):
+        return _sparse.chebyshev_basis(op, x, K)

@@ -13,14 +13,22 @@ from ...checkpoint import describe_region
 from ...graph import healpix_hierarchy, is_closed_hierarchy
 from ..conv import SphericalChebConv
 
+_UNSEEN_BELOW = -1e30
+
+
+def _moved(fn, t: Tensor) -> Tensor:
+    """:obj:`t` after :obj:`fn` (a function of ``Module._apply``), but in its own dtype."""
+    new = fn(t)
+    return new if new.dtype == t.dtype else t.to(new.device)
+
 
 class SphereModel(torch.nn.Module):
     """A model on a fixed HEALPix region and its :obj:`levels + 1` nested resolutions.
 
     Subclasses call :meth:`_build_hierarchy` in their constructor and store their constructor
     arguments in :obj:`self._config`. The graphs of every resolution are built once
-    (:attr:`graphs`); they are not buffers but plain tensors that :meth:`to`, :meth:`cuda`,
-    :meth:`double`, ... move and convert like buffers. Being outside the module's state, they
+    (:attr:`graphs`); they are not buffers but plain tensors that :meth:`to` and :meth:`cuda`
+    move like buffers (dtype conversions such as :meth:`half` leave them in float32). Being outside the module's state, they
     are neither saved in checkpoints (the config rebuilds them) nor broadcast in place by
     :class:`~torch.nn.parallel.DistributedDataParallel`, which would bump their version
     counters and make every convolution rebuild its cached operator at every step.
@@ -84,7 +92,10 @@ class SphereModel(torch.nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         module = super()._apply(fn, *args, **kwargs)
-        self._graph_tensors = {name: fn(t) for name, t in self._graph_tensors.items()}
+        # The graphs follow the device, not the dtype: float32 weights carry all the precision
+        # that healpix_graph computed, and the convolutions build their operators in the
+        # features' precision from them (so .half() does not round the graph).
+        self._graph_tensors = {name: _moved(fn, t) for name, t in self._graph_tensors.items()}
         return module
 
     @property
@@ -120,10 +131,37 @@ class SphereModel(torch.nn.Module):
             f"{describe_region(self._config['pixels'], self.nside)} at nside {self.nside}"
         )
 
+    #: When :meth:`forward` checks its input for UNSEEN (:data:`healpy.UNSEEN`) and non-finite
+    #: values before touching any state: ``"train"`` (in training mode, where one bad value
+    #: would corrupt the batch-norm statistics for good; the default), ``"always"`` or
+    #: ``"never"``. The check is one pass over the input.
+    input_check: str = "train"
+
+    def _check_values(self, x: Tensor, force: bool = False) -> None:
+        mode = self.input_check
+        if mode not in ("train", "always", "never"):
+            raise ValueError(f"input_check must be 'train', 'always' or 'never', got {mode!r}")
+        if not force and (mode == "never" or (mode == "train" and not self.training)):
+            return
+        finite = torch.isfinite(x)
+        # healpy.UNSEEN is -1.6375e30; no physical map value comes near -1e30.
+        unseen = x <= _UNSEEN_BELOW
+        if bool(finite.all()) and not bool(unseen.any()):
+            return
+        raise ValueError(
+            f"x holds {int(unseen.sum())} UNSEEN (healpy.UNSEEN, -1.6375e30) and "
+            f"{int((~finite).sum())} NaN or infinite values (x of shape {tuple(x.shape)}): set "
+            f"unobserved pixels to a value (e.g. 0 after removing the mean, as ConvergenceMaps "
+            f"does) and flag them in a second input channel, or restrict the region to observed "
+            f"pixels; model.input_check = 'never' skips this check"
+        )
+
     def _as_maps(self, x: Tensor, batch: Optional[Tensor]) -> Tensor:
-        """:obj:`x` as maps on the model's region, [B, N, F] (a view where possible)."""
+        """:obj:`x` as maps on the model's region, [B, N, F] (a view where possible), after
+        the input checks."""
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+        self._check_values(x)
         n = self.num_nodes
         if x.dim() == 3:
             if batch is not None:
@@ -233,7 +271,8 @@ class SphereModel(torch.nn.Module):
         Accepts a graph (e.g. :attr:`ConvergenceMaps.graph
         <pyg_sphere.datasets.ConvergenceMaps.graph>`), a :class:`SharedGraphLoader
         <pyg_sphere.loader.SharedGraphLoader>` batch, or a PyG batch of items carrying their
-        graph. Fields that are absent are not checked.
+        graph: its nside, ordering (:obj:`nest`), pixel ids, and :obj:`x` (shape, UNSEEN and
+        non-finite values). Fields that are absent are not checked.
         """
         nside = getattr(data, "nside", None)
         if nside is not None:
@@ -258,6 +297,16 @@ class SphereModel(torch.nn.Module):
                     f"{self._region_text()}; build the model with "
                     f"pixels=dataset.graph.pixels"
                 )
+        nest = getattr(data, "nest", None)
+        if nest is not None:
+            values = nest.reshape(-1).tolist() if isinstance(nest, Tensor) else [nest]
+            if not all(bool(v) for v in values):
+                raise ValueError(
+                    "the data is in RING ordering (nest=False) but the model works on NESTED "
+                    "maps: build the graph with healpix_graph(..., nest=True) and reorder maps "
+                    "with healpy.reorder(m, r2n=True)"
+                )
         x = getattr(data, "x", None)
         if isinstance(x, Tensor):
             self._as_maps(x, getattr(data, "batch", None))
+            self._check_values(x, force=True)

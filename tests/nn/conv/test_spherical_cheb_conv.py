@@ -298,3 +298,57 @@ def test_repr():
     assert repr(SphericalChebConv(3, 4, K=5)) == (
         "SphericalChebConv(3, 4, K=5, normalization=sym, lambda_max=auto)"
     )
+
+
+def test_node_counts_are_checked_both_ways():
+    sphere = pyg_sphere.healpix_graph(8)
+    region = pyg_sphere.healpix_graph(8, pixels=range(256))
+    coarse = pyg_sphere.coarsen_graph(sphere)
+    conv = SphericalChebConv(1, 2, K=3)
+    x = torch.randn(sphere.num_nodes, 1)
+    # Features of the full sphere with the edges of a region or of the coarser level: refused.
+    for small in (region, coarse):
+        with pytest.raises(ValueError, match=f"belongs to a graph of {small.num_nodes} nodes"):
+            conv(x, small.edge_index, small.edge_weight)
+        with pytest.raises(ValueError, match="belongs to a graph"):
+            conv(x.expand(3, -1, -1), small.edge_index, small.edge_weight)
+    # Fewer rows than the graph's nodes: refused as before.
+    with pytest.raises(ValueError, match="belongs to a graph of 768 nodes"):
+        conv(x[:100], sphere.edge_index, sphere.edge_weight)
+    with pytest.raises(ValueError, match="refers to node"):  # not from healpix_graph
+        conv(x[:100], sphere.edge_index.clone(), sphere.edge_weight)
+    # The matching pairs work, through a PyG batch too (its edge_index is a new tensor).
+    assert conv(x[:256], region.edge_index, region.edge_weight).shape == (256, 2)
+    batch = Batch.from_data_list([region, region])
+    assert conv(torch.randn(512, 1), batch.edge_index, batch.edge_weight).shape == (512, 2)
+
+
+def test_unsupported_inputs_name_the_fix(graph):
+    conv = SphericalChebConv(1, 2, K=3)
+    x = torch.randn(graph.num_nodes, 1)
+    with pytest.raises(TypeError, match=r"floating-point.*x.float\(\)"):
+        conv(x.long(), graph.edge_index, graph.edge_weight)
+    with pytest.raises(TypeError, match=r"x is torch.float64 but the layer's parameters"):
+        conv(x.double(), graph.edge_index, graph.edge_weight)
+    with pytest.raises(ValueError, match="attach_graph=True"):
+        conv(x, None, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fused", [True, False])
+@torch.no_grad()
+def test_half_precision_within_2e_2_of_float32(graph, dtype, fused):
+    torch.manual_seed(0)
+    conv = SphericalChebConv(3, 4, K=4, fused=fused)
+    x = torch.randn(2, graph.num_nodes, 3)
+    ref = conv(x, graph.edge_index, graph.edge_weight)
+    half = SphericalChebConv(3, 4, K=4, fused=fused).to(dtype)
+    half.load_state_dict(conv.state_dict())
+    out = half(x.to(dtype), graph.edge_index, graph.edge_weight)
+    assert out.dtype == dtype
+    assert float((out.float() - ref).abs().max() / ref.abs().max()) < 2e-2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x, graph.edge_index, graph.edge_weight)
+    # The message path adds the float32 bias after autocast's products, as ChebConv does.
+    assert out.dtype == torch.bfloat16 if fused else out.dtype in (torch.bfloat16, torch.float32)
+    assert float((out.float() - ref).abs().max() / ref.abs().max()) < 2e-2

@@ -46,10 +46,10 @@ def test_shapes_full_sphere_and_patch(head):
     paper = DeepSphere(1, 2, 32, pixels=nested_patches(32, 1)[0], head=head)
     assert paper.channels == (16, 32, 64, 64, 64) and paper.levels == 5
     assert paper(torch.randn(2, 1024, 1)).shape == (2, 2)
-    # Graphs are buffers that follow the model but are not saved.
+    # Graphs follow the model's device but are not saved.
     assert not any(key.startswith(("edge_", "pixels")) for key in full.state_dict())
     full = full.double()
-    assert full.graphs[0].edge_weight.dtype == torch.float64
+    assert full.graphs[0].edge_weight.dtype == torch.float32  # the graph keeps its precision
     assert full(torch.randn(2, 768, 2, dtype=torch.float64)).dtype == torch.float64
 
 
@@ -254,3 +254,55 @@ def test_checkpoint_mismatch_says_what_differs():
     prefixed = {"module." + key: value for key, value in same.state_dict().items()}
     assert model.load_checkpoint_state(prefixed, same.config) is model
     assert torch.equal(model.convs[1].lins[2].weight, same.convs[1].lins[2].weight)
+
+
+@pytest.mark.parametrize("bad", [-1.6375e30, float("nan"), float("inf")])
+def test_unseen_and_non_finite_inputs_are_refused_before_any_state_changes(bad):
+    torch.manual_seed(0)
+    model = DeepSphere(1, 2, 8, **SMALL)
+    x = torch.randn(4, 768, 1)
+    x[1, 100, 0] = bad
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="UNSEEN.*input_check"):
+        model(x)  # training mode: checked
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # batch-norm statistics untouched
+    model.eval()
+    model(x)  # evaluation: not checked by default (one pass over x saved)
+    model.input_check = "always"
+    with pytest.raises(ValueError, match="UNSEEN"):
+        model(x)
+    model.train()
+    model.input_check = "never"
+    model(x)
+    with pytest.raises(ValueError, match="input_check must be"):
+        model.input_check = "sometimes"
+        model(x)
+
+
+def test_check_data_compares_ordering_and_pixels():
+    model = DeepSphere(1, 2, 8, **SMALL)
+    from pyg_sphere import healpix_graph
+
+    model.check_data(healpix_graph(8))
+    with pytest.raises(ValueError, match="RING"):
+        model.check_data(healpix_graph(8, nest=False))
+    with pytest.raises(ValueError, match="nside 4"):
+        model.check_data(healpix_graph(4))
+    with pytest.raises(ValueError, match="not the model's region"):
+        model.check_data(healpix_graph(8, pixels=range(16)))
+    bad = Data(x=torch.full((768, 1), float("nan")), nside=8)
+    with pytest.raises(ValueError, match="NaN"):
+        model.check_data(bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@torch.no_grad()
+def test_half_precision_model(dtype):
+    torch.manual_seed(0)
+    model = DeepSphere(1, 2, 8, **SMALL).eval()
+    x = torch.randn(3, 768, 1)
+    ref = model(x)
+    out = model.to(dtype)(x.to(dtype))
+    assert out.dtype == dtype and model.graphs[0].edge_weight.dtype == torch.float32
+    assert float((out.float() - ref).abs().max() / ref.abs().max()) < 2e-2
