@@ -28,8 +28,8 @@ class SphereModel(torch.nn.Module):
     Subclasses call :meth:`_build_hierarchy` in their constructor and store their constructor
     arguments in :obj:`self._config`. The graphs of every resolution are built once
     (:attr:`graphs`); they are not buffers but plain tensors that :meth:`to` and :meth:`cuda`
-    move like buffers (dtype conversions such as :meth:`half` leave them in float32). Being outside the module's state, they
-    are neither saved in checkpoints (the config rebuilds them) nor broadcast in place by
+    move like buffers (dtype conversions such as :meth:`half` leave them in float32). Being
+    outside the module's state, they are neither saved in checkpoints (the config rebuilds them) nor broadcast in place by
     :class:`~torch.nn.parallel.DistributedDataParallel`, which would bump their version
     counters and make every convolution rebuild its cached operator at every step.
     """
