@@ -29,9 +29,10 @@ class SphereModel(torch.nn.Module):
     arguments in :obj:`self._config`. The graphs of every resolution are built once
     (:attr:`graphs`); they are not buffers but plain tensors that :meth:`to` and :meth:`cuda`
     move like buffers (dtype conversions such as :meth:`half` leave them in float32). Being
-    outside the module's state, they are neither saved in checkpoints (the config rebuilds them) nor broadcast in place by
-    :class:`~torch.nn.parallel.DistributedDataParallel`, which would bump their version
-    counters and make every convolution rebuild its cached operator at every step.
+    outside the module's state, they are neither saved in checkpoints (the config rebuilds
+    them) nor broadcast in place by :class:`~torch.nn.parallel.DistributedDataParallel`, which
+    would bump their version counters and make every convolution rebuild its cached operator
+    at every step.
     """
 
     def _check_arguments(
