@@ -119,3 +119,28 @@ def as_pixels(nside: int, pixels: PixelsLike, *, name: str = "pixels") -> Option
             f"pass each pixel once, e.g. np.unique(pixels)"
         )
     return None if arr.shape[0] == npix else arr
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or :obj:`None`
+    where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(what: str, needed: int, hint: str) -> None:
+    """Raises a :class:`MemoryError` before :obj:`what` starts when its estimated peak
+    :obj:`needed` (bytes) exceeds the available memory, rather than failing after minutes of
+    work or by the out-of-memory killer."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise MemoryError(
+            f"{what} needs about {needed / 2**30:.1f} GiB at its peak but {available / 2**30:.1f} "
+            f"GiB are available: {hint}"
+        )

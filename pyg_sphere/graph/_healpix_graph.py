@@ -14,25 +14,34 @@ from torch_geometric.data import Data
 
 from .. import cache
 from .._io import atomic_open
-from .._validate import PixelsLike, as_pixels, check_int, check_nside
+from .._validate import PixelsLike, as_pixels, check_int, check_memory, check_nside
 from ._kernel_width import kernel_width as default_kernel_width
+from ._lambda_table import FULL_SPHERE_LAMBDA_MAX
 from .knn import MAX_K, healpix_knn, parallel_map
-from .laplacian import estimate_lambda_max
+from .laplacian import LAMBDA_MAX_MARGIN, estimate_lambda_max
 
 # Bump when the construction changes, to invalidate on-disk caches.
 _FORMAT_VERSION = 2
 
 # Graphs by their arguments (bounded by bytes; see pyg_sphere.cache).
 _GRAPHS = cache.memo("graph", cache.DEFAULT_LARGE_LIMIT)
-# The node count of every graph handed out, by the identity of its edge_index: a layer given
-# only edge_index can then refuse features with more rows than the graph has nodes.
+# What a layer given only edge_index (and edge_weight) can learn of the graph handed out that
+# owns them, by their identity: its node count (to refuse features with more rows than the
+# graph has nodes) and its lambda_max (not to estimate it again).
 _NUM_NODES = cache.identity_memo("graph_num_nodes")
+_LAMBDA_MAX = cache.identity_memo("graph_lambda_max")
 
 
 def registered_num_nodes(edge_index: Tensor) -> Optional[int]:
     """The node count of the :func:`healpix_graph` that owns :obj:`edge_index` (the very
     tensor, not a copy), or :obj:`None` if it comes from elsewhere."""
     return _NUM_NODES.peek((edge_index,))
+
+
+def registered_lambda_max(edge_index: Tensor, edge_weight: Optional[Tensor]) -> Optional[float]:
+    """The :obj:`lambda_max` (normalized Laplacian) of the :func:`healpix_graph` that owns
+    these very tensors, or :obj:`None`."""
+    return None if edge_weight is None else _LAMBDA_MAX.peek((edge_index, edge_weight))
 
 
 def _v1_mean_d2(nside: int) -> float:
@@ -175,6 +184,30 @@ def _build(nside, pixels, k, nest, sigma, variant):
     )
 
 
+def graph_memory(nside: int, num_neighbors: int = 8, num_nodes: Optional[int] = None) -> int:
+    """Estimated peak bytes of building a graph: the returned Data (int64 edge indices and
+    float32 weights for about ``num_neighbors + 0.6`` edges per node after symmetrisation,
+    float32 positions, int64 pixel ids) and the build's temporaries (neighbour lists, distances,
+    sort keys), measured at 0.7 times the Data on full spheres."""
+    n = 12 * nside**2 if num_nodes is None else num_nodes
+    data = n * ((num_neighbors + 0.6) * 20 + 20)
+    return int(1.7 * data)
+
+
+def _lambda_max(data: Data, default_full_sphere: bool) -> float:
+    """lambda_max of a new graph: from the table of full-sphere graphs where it applies."""
+    table = FULL_SPHERE_LAMBDA_MAX.get((data.variant, int(data.num_neighbors)))
+    if default_full_sphere and table:
+        nside, last = int(data.nside), max(table)
+        if nside in table:
+            return LAMBDA_MAX_MARGIN * table[nside]
+        # Past the table, the values have converged with nside (the graphs are self-similar
+        # once the kernel width scales with the pixel size): the margin covers the rest.
+        if nside > last and table[last] - table[last // 2] < 2e-3 * table[last]:
+            return LAMBDA_MAX_MARGIN * table[last]
+    return estimate_lambda_max(data.edge_index, data.edge_weight, data.num_nodes)
+
+
 def _cache_path(cache_dir, key, pixels):
     digest = hashlib.blake2b(repr(key).encode(), digest_size=16)
     if pixels is not None:
@@ -236,9 +269,11 @@ def healpix_graph(
         nest (bool): Whether pixel ids use the nested ordering (else ring). (default: True)
         kernel_width (float, optional): Overrides :math:`\sigma` (v2 only).
         variant (str): :obj:`'v2'` or :obj:`'v1'`. (default: :obj:`'v2'`)
-        lambda_max (bool): Whether to estimate the largest eigenvalue of the normalized
-            Laplacian (stored as :obj:`data.lambda_max`, used to rescale Chebyshev filters).
-            Skip it for huge graphs. (default: True)
+        lambda_max (bool): Whether to store an upper estimate of the largest eigenvalue of
+            the normalized Laplacian as :obj:`data.lambda_max` (used to rescale Chebyshev
+            filters), within about 1% above it: tabulated for the full sphere with the default
+            kernel width (free), else :func:`~pyg_sphere.graph.estimate_lambda_max` (100
+            sparse products). (default: True)
         cache_dir (str, optional): Directory of an on-disk graph cache.
 
     Returns:
@@ -299,17 +334,24 @@ def healpix_graph(
     if data is None and path is not None and os.path.exists(path):
         data = _load(path)
     if data is None:
+        check_memory(
+            f"healpix_graph(nside={nside}, num_neighbors={k})",
+            graph_memory(nside, k, None if pixels is None else len(pixels)),
+            "build a region (pixels=...) or a smaller nside, or use a machine with more memory",
+        )
         data = _build(nside, pixels, k, bool(nest), sigma, variant)
         if path is not None and not lambda_max:
             _save(path, data)
     if lambda_max and "lambda_max" not in data:
         # A copy: a graph that is already cached (or shared) without lambda_max is not changed.
         data = copy.copy(data)
-        data.lambda_max = estimate_lambda_max(data.edge_index, data.edge_weight, data.num_nodes)
+        data.lambda_max = _lambda_max(data, pixels is None and kernel_width is None)
         if path is not None:
             _save(path, data)
     _GRAPHS.put(key, data)
     _NUM_NODES.get((data.edge_index,), (), lambda: data.num_nodes)
+    if "lambda_max" in data:
+        _LAMBDA_MAX.get((data.edge_index, data.edge_weight), (), lambda: data.lambda_max)
     data = copy.copy(data)
     if not lambda_max and "lambda_max" in data:  # the same output whatever the cache holds
         del data.lambda_max

@@ -18,7 +18,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .. import cache
-from ..graph._healpix_graph import registered_num_nodes
+from .._validate import check_memory
+from ..graph._healpix_graph import registered_lambda_max, registered_num_nodes
 
 LambdaMax = Union[float, Tensor]
 
@@ -62,8 +63,14 @@ def check_normalization(normalization):
 def estimated_lambda_max(
     edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int, normalization: Optional[str]
 ) -> float:
-    """Largest Laplacian eigenvalue of a graph, estimated once per graph and cached."""
+    """Largest Laplacian eigenvalue of a graph: the one :func:`~pyg_sphere.healpix_graph`
+    stored with these very tensors, else estimated once per graph and cached."""
     from pyg_sphere.graph import estimate_lambda_max
+
+    if normalization in ("sym", "rw"):  # the spectrum that healpix_graph's value describes
+        known = registered_lambda_max(edge_index, edge_weight)
+        if known is not None:
+            return float(known)
 
     def build():
         ew = None if edge_weight is None else edge_weight.detach()
@@ -236,6 +243,15 @@ def cheb_operator(
     tensors = (edge_index, edge_weight, batch if len(lambda_max) > 1 else None)
 
     def build():
+        if torch.device(device).type == "cpu":
+            nnz = edge_index.size(1) + num_nodes
+            # Rescaled edge list (int64 pairs, weights) and the CSR matrices built from it.
+            check_memory(
+                f"the Chebyshev operator of a graph of {num_nodes} nodes and "
+                f"{edge_index.size(1)} edges",
+                nnz * (16 + 3 * torch.finfo(dtype).bits // 8 + 8),
+                "filter a region or a coarser graph, or use a machine with more memory",
+            )
         # Never record autograd history or create inference tensors inside a cached value.
         with torch.inference_mode(False), torch.no_grad():
             ei = edge_index.to(device)
