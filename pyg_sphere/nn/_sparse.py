@@ -156,9 +156,9 @@ def scaled_laplacian(
 
 
 class ChebOperator:
-    """:math:`\\tilde{L}` and :math:`2\\tilde{L}` as CSR tensors (rows are target nodes),
-    with their transposes for the backward pass (the same tensors when :math:`\\tilde{L}` is
-    symmetric, which is checked, not assumed)."""
+    """:math:`\\tilde{L}` as a CSR tensor (rows are target nodes, 32-bit indices where they
+    fit) and its transpose for the backward pass (the same tensor when :math:`\\tilde{L}` is
+    symmetric, which is checked, not assumed). About 8 bytes per edge and 12 per node."""
 
     def __init__(self, edge_index: Tensor, weight: Tensor, num_nodes: int):
         self.num_nodes = num_nodes
@@ -169,10 +169,6 @@ class ChebOperator:
             l1_t = l1
         self.matrix = l1
         self.matrix_t = l1_t
-        # 2L~ shares the index arrays of L~: the recursion T_k = 2 L~ T_{k-1} - T_{k-2}
-        # then costs one product and one subtraction.
-        self.matrix2 = _with_values(l1, 2.0 * l1.values())
-        self.matrix2_t = self.matrix2 if self.symmetric else _with_values(l1_t, 2.0 * l1_t.values())
 
 
 def _nearly_equal(a: Tensor, b: Tensor) -> bool:
@@ -225,10 +221,6 @@ def _csr_tensor(crow: Tensor, col: Tensor, values: Tensor, n: int) -> Tensor:
         return torch.sparse_csr_tensor(crow, col, values, (n, n), check_invariants=False)
 
 
-def _with_values(a: Tensor, values: Tensor) -> Tensor:
-    return _csr_tensor(a.crow_indices(), a.col_indices(), values, a.size(0))
-
-
 def cheb_operator(
     edge_index: Tensor,
     edge_weight: Optional[Tensor],
@@ -276,6 +268,14 @@ def _mm(a: Tensor, x: Tensor) -> Tensor:
     return torch.sparse.mm(a, x)  # narrow inputs on CPU; cuSPARSE on CUDA
 
 
+def _mm2(a: Tensor, x: Tensor, previous: Tensor) -> Tensor:
+    """:math:`2 a x - previous`, the step of the Chebyshev recursion, in one product (no
+    stored copy of :math:`2a`)."""
+    if x.device.type == "cpu" and x.size(1) >= _SUM_KERNEL_MIN_COLUMNS:
+        return torch.sparse.mm(a, x.contiguous(), "sum").mul_(2.0).sub_(previous)
+    return torch.addmm(previous, a, x, beta=-1.0, alpha=2.0)
+
+
 class _ChebyshevBasis(torch.autograd.Function):
     """The stacked terms :math:`T_k(\\tilde{L}) x`; the backward runs Clenshaw's recurrence
     with the cached transpose (the very same matrix when :math:`\\tilde{L}` is symmetric):
@@ -290,7 +290,7 @@ class _ChebyshevBasis(torch.autograd.Function):
         t1 = _mm(op.matrix, t0)
         terms = [t0, t1]
         for _ in range(2, K):
-            t0, t1 = t1, _mm(op.matrix2, t1).sub_(t0)
+            t0, t1 = t1, _mm2(op.matrix, t1, t0)
             terms.append(t1)
         return torch.stack([t.view(n, b, f) for t in terms], dim=2)
 
@@ -301,10 +301,11 @@ class _ChebyshevBasis(torch.autograd.Function):
         n, b, K, f = grad.shape
         b2, b1 = None, grad[:, :, K - 1].reshape(n, b * f)
         for k in range(K - 2, 0, -1):
-            bk = _mm(op.matrix2_t, b1)
+            if b2 is None:
+                bk = _mm(op.matrix_t, b1).mul_(2.0)
+            else:
+                bk = _mm2(op.matrix_t, b1, b2)
             bk.view(n, b, f).add_(grad[:, :, k])
-            if b2 is not None:
-                bk.sub_(b2)
             b2, b1 = b1, bk
         out = _mm(op.matrix_t, b1)
         out.view(n, b, f).add_(grad[:, :, 0])
