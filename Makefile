@@ -47,8 +47,12 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# A fresh HTML tree: a page left from an earlier build would be served, and checked, too. The
+# gallery's examples run again only when they changed (sphinx-gallery keeps docs/auto_examples).
 docs: install
+	rm -rf docs/_build/html
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	$(PY) docs/check_offline.py docs/_build/html
 	$(PY) -m sphinx -W --keep-going -q -b doctest docs docs/_build/doctest
 
 bench: install

@@ -1,26 +1,36 @@
-"""Filter and pool a masked sky region on its own graph, as if it were on the full sphere.
+"""
+A masked sky region
+===================
+
+Filter and pool a masked sky region on its own graph, as if it were on the full sphere.
 
 Surveys observe part of the sky: the other pixels of their maps are ``healpy.UNSEEN``. Here a
 simulated convergence map is masked by a galactic-cut style mask (the map's latitude standing
 for galactic latitude: pixels with ``|b| < --cut`` degrees are unseen) or by a disc-shaped
 footprint. The network only runs on the observed region:
 
-1. ``close_hierarchy(observed, levels)`` adds the few unseen siblings that pooling by 4 needs
-   (they get the value 0, the mean, and a second input channel flags observed pixels);
-2. ``healpix_graph(nside, pixels=region)`` builds the region's graph: the induced subgraph of the
-   full sphere's graph, with the same edge weights;
-3. ``SphericalChebConv`` -> ``HealpixPool`` -> ``SphericalChebConv`` -> ``HealpixPool`` on it, each
-   pooling returning the coarser region's graph.
+1. :func:`close_hierarchy(observed, levels) <pyg_sphere.close_hierarchy>` adds the few unseen
+   siblings that pooling by 4 needs (they get the value 0, the mean, and a second input channel
+   flags observed pixels);
+2. :func:`healpix_graph(nside, pixels=region) <pyg_sphere.healpix_graph>` builds the region's
+   graph: the induced subgraph of the full sphere's graph, with the same edge weights;
+3. :class:`~pyg_sphere.nn.SphericalChebConv` -> :class:`~pyg_sphere.nn.HealpixPool` ->
+   ``SphericalChebConv`` -> ``HealpixPool`` on it, each pooling returning the coarser region's
+   graph.
 
 The same layers are then run on the full sphere (same weights, same lambda_max) and the outputs
 compared. A Chebyshev filter of order K - 1 reads K - 1 hops, and the normalized Laplacian one
 more (the degrees of the neighbours), so pixels more than K hops inside the region's border
 must agree with the full sphere up to float rounding; pixels near the border differ, as they
-should, since they lost their outside neighbours::
+should, since they lost their outside neighbours (see :ref:`masked-regions`)::
 
     python examples/masked_region.py                        # nside 32, |b| > 20 degrees
     python examples/masked_region.py --mask disc --radius 50 --nside 64 --K 4
+
+The output on this page comes from the first command, ``python examples/masked_region.py``.
 """
+
+# sphinx_gallery_thumbnail_path = "figures/convergence_map.png"
 
 import argparse
 
@@ -36,7 +46,8 @@ from pyg_sphere.nn.pool import healpix_pool_graph
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # The docstring's first sentence; sphinx-gallery runs the script with an empty __doc__.
+    p = argparse.ArgumentParser(description=__doc__ and __doc__.split("\n\n")[1])
     p.add_argument("--nside", type=int, default=32)
     p.add_argument(
         "--mask",
@@ -57,6 +68,11 @@ def parse_args(argv=None):
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
+
+
+# %%
+# The data: a simulated map with the unseen pixels of a mask, and the input channels of a
+# region's pixels.
 
 
 def masked_map(args) -> np.ndarray:
@@ -88,6 +104,12 @@ def features(m: np.ndarray, pixels: np.ndarray) -> torch.Tensor:
     return torch.tensor(np.stack([values, observed[pixels]], -1), dtype=torch.float32)
 
 
+# %%
+# Which outputs must agree: a filter with :math:`K` coefficients on the normalized Laplacian
+# reads :math:`K` hops, so full-sphere pixels farther than that from every unseen pixel see
+# the same inputs in the region's graph as in the sphere's.
+
+
 def far_from(graph, outside: np.ndarray, hops: int) -> np.ndarray:
     """Nodes of a full-sphere graph more than `hops` hops away from every `outside` node."""
     n = graph.num_nodes
@@ -97,6 +119,10 @@ def far_from(graph, outside: np.ndarray, hops: int) -> np.ndarray:
     for _ in range(hops):
         reached = reached + adj @ reached
     return reached == 0
+
+
+# %%
+# The region's graph, the layers, and the comparison with the full sphere after each layer.
 
 
 def main(argv=None):
@@ -166,6 +192,10 @@ def report(step, graph, x_region, x_sphere, inside):
     other = f"{diff[~there].max():.1e}" if (~there).any() else "-"
     print(f"| {step} | {graph.nside} | {graph.num_nodes} | {there.sum()} | {agree} | {other} |")
 
+
+# %%
+# Run it: the largest difference between the region's outputs and the full sphere's, where
+# they must agree (more than :math:`K` hops inside the border) and elsewhere.
 
 if __name__ == "__main__":
     main()

@@ -1,17 +1,26 @@
-"""Spherical and stock PyG layers in one model, trained over a PyG DataLoader.
+"""
+Mixing with PyG's layers
+========================
+
+Spherical and stock PyG layers in one model, trained over a PyG DataLoader.
 
 The samples are HEALPix maps on graphs of different resolutions and sky coverage: full spheres
 at nside 8 and polar caps at nside 16 (closed under the hierarchy so that they can be pooled
 twice). The task is to tell maps that are smooth on a scale of 4 pixels from white noise of the
-same variance. The model alternates:
+same variance. The model alternates :class:`~pyg_sphere.nn.SphericalChebConv`,
+:class:`~pyg_sphere.nn.HealpixPool`, :class:`~torch_geometric.nn.conv.GCNConv`,
+:class:`~torch_geometric.nn.conv.GATConv` and
+:func:`~torch_geometric.nn.pool.global_mean_pool`::
 
     SphericalChebConv -> HealpixPool(max) -> GCNConv -> HealpixPool(mean) -> GATConv
     -> global_mean_pool -> Linear
 
 Each pooling returns the coarser graph (cached), which the next PyG layer takes as is. At the
-end, a whole batch is checked to give the same outputs as the graphs one by one.
+end, a whole batch is checked to give the same outputs as the graphs one by one::
 
     python examples/mix_gnn_layers.py [--epochs 5]
+
+The output on this page comes from ``python examples/mix_gnn_layers.py --epochs 3``.
 """
 
 import argparse
@@ -26,6 +35,10 @@ from torch_geometric.nn import GATConv, GCNConv, global_mean_pool
 from pyg_sphere import close_hierarchy, healpix_graph
 from pyg_sphere.nn import HealpixPool, SphericalChebConv
 from pyg_sphere.nn.pool import healpix_pool_graph
+
+# %%
+# The model: each PyG layer takes the graph the previous pooling returned, a
+# :class:`~torch_geometric.data.Batch` when the input is one.
 
 
 class MixedNet(torch.nn.Module):
@@ -49,6 +62,12 @@ class MixedNet(torch.nn.Module):
         x, graph = self.pool2(x, graph), healpix_pool_graph(graph)
         x = F.relu(self.gat(x, graph.edge_index))
         return self.head(global_mean_pool(x, graph.batch))
+
+
+# %%
+# The data: full spheres at nside 8 and polar caps at nside 16, smooth maps (label 0) and
+# white noise (label 1), each sample a copy of its graph with its features ``x`` and label
+# ``y``.
 
 
 def make_dataset(num: int, seed: int):
@@ -82,8 +101,15 @@ def accuracy(model, loader):
     return correct / total
 
 
+# %%
+# Training over PyG's :class:`~torch_geometric.loader.DataLoader`, which collates graphs of
+# different sizes into one :class:`~torch_geometric.data.Batch`, then the check that a batch
+# gives the outputs of its graphs one by one.
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # The docstring's first sentence; sphinx-gallery runs the script with an empty __doc__.
+    parser = argparse.ArgumentParser(description=__doc__ and __doc__.split("\n\n")[1])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -120,6 +146,10 @@ def main():
     diff = float((batched - single).abs().max())
     print(f"max |Batch - graph by graph| = {diff:.2e}")
     assert diff < 1e-4
+
+
+# %%
+# Run it.
 
 
 if __name__ == "__main__":

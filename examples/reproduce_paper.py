@@ -1,4 +1,8 @@
-"""Reproduce DeepSphere's cosmological model discrimination (Perraudin et al. 2019, Table/Fig. 8).
+"""
+Reproducing the paper
+=====================
+
+Reproduce DeepSphere's cosmological model discrimination (Perraudin et al. 2019, Table/Fig. 8).
 
 DeepSphere against the two classical baselines of the paper, a linear SVM on the power spectrum
 of each patch (PSD) and a linear SVM on its 100-bin histogram, for patch orders {1, 2, 4}
@@ -16,7 +20,21 @@ and at the end the accuracy table and figure into ``docs/results.md`` and
         --out runs/reproduce_512 --name results_nside512     # order 4 at nside 512 (~50 min)
     python examples/reproduce_paper.py --nside 32 --n-per-class 4 --epochs 1 --epochs-first 1 \\
         --orders 1 --noise 0 2 --out /tmp/repro --docs /tmp/repro  # a quick smoke run
+
+DeepSphere is :mod:`pyg_sphere.apps.train_cosmo`, the baselines are
+:class:`~pyg_sphere.baselines.PSDClassifier` and :class:`~pyg_sphere.baselines.HistogramClassifier`.
+Each DeepSphere model starts from the best model of the previous noise level
+(``train_cosmo --init``), so that the noisiest levels are learned in a few epochs.
+
+This script takes too long to run for this page: its documented run wrote :doc:`/results`, with
+this figure.
+
+.. image:: /results_accuracy.png
+   :alt: Test accuracy against the relative noise level, for DeepSphere and the two baselines,
+         at patch orders 1, 2 and 4.
 """
+
+# sphinx_gallery_thumbnail_path = "results_accuracy.png"
 
 from __future__ import annotations
 
@@ -47,7 +65,8 @@ PAPER_ORDER4_NOISE2 = {
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # The docstring's first sentence; sphinx-gallery runs the script with an empty __doc__.
+    p = argparse.ArgumentParser(description=__doc__ and __doc__.split("\n\n")[1])
     p.add_argument("--nside", type=int, default=256)
     p.add_argument(
         "--n-per-class",
@@ -119,6 +138,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+# %%
+# The baselines: linear SVMs on the power spectra and on the histograms of the same noisy
+# patches as DeepSphere's.
+
+
 def noisy_arrays(dataset: ConvergenceMaps, level: float, seed: int):
     """The patches as the models see them: [num, N] float32 with seeded noise, labels [num]."""
     dataset.transform = AddGaussianNoise(level, dataset.map_std, seed=seed)
@@ -160,6 +184,11 @@ def _subset(x, y, n, seed):
         return x, y
     keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:n])
     return x[keep], y[keep]
+
+
+# %%
+# DeepSphere: a run of ``train_cosmo`` per order and noise level, started from the previous
+# level's best model.
 
 
 def model_path(args, order, level):
@@ -206,6 +235,10 @@ def run_deepsphere(root, args, order, level, init=None):
 def batch_size(args, order: int) -> int:
     sizes = dict(zip(args.orders, args.batch_size)) if len(args.batch_size) > 1 else {}
     return sizes.get(order, args.batch_size[-1])
+
+
+# %%
+# The results page: the accuracy table and figure, and how the run was made.
 
 
 def hardware() -> str:
@@ -368,6 +401,11 @@ its patches have {(1024 / args.nside) ** 2:g} times the pixels of the same order
     with open(path + ".part", "w") as f:
         f.write(text)
     os.replace(path + ".part", path)
+
+
+# %%
+# The experiment: every order and noise level, with the progress saved after each so that an
+# interrupted run continues where it stopped.
 
 
 def main(argv=None):
