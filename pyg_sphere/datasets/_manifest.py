@@ -1,16 +1,20 @@
 """The manifest of a map collection, ``raw/manifest.csv``: its columns, reader and writer.
 
-One row per map: ``file`` (relative to ``raw/``) and ``label`` (integer class) are required,
-``omega_m``, ``sigma_8`` and ``split`` (one of :data:`SPLITS`) are optional; other columns are
-ignored. :func:`~pyg_sphere.datasets.simulate_convergence_maps` writes it and
+One row per map: ``file`` (relative to ``raw/``) and ``label`` (the map's class: an integer or
+any string) are required, ``omega_m``, ``sigma_8`` and ``split`` (one of :data:`SPLITS`) are
+optional; other columns are ignored. The file is UTF-8 (a byte-order mark, as spreadsheets
+write it, is accepted). :func:`~pyg_sphere.datasets.simulate_convergence_maps` writes it and
 :class:`~pyg_sphere.datasets.ConvergenceMaps` reads it.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import math
 import os.path as osp
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -23,6 +27,8 @@ SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.csv"
 #: Header of the manifest as written by the simulator.
 MANIFEST_COLUMNS = ("file", "label", "omega_m", "sigma_8", "split")
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def where(row: dict) -> str:
@@ -53,7 +59,7 @@ def check_split_fractions(split_fractions) -> tuple[float, float, float]:
 
 def write_manifest(path, rows: Iterable[Sequence]) -> None:
     """Writes :data:`MANIFEST_COLUMNS` and :obj:`rows` to :obj:`path` atomically."""
-    with atomic_open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(MANIFEST_COLUMNS)
         writer.writerows(rows)
@@ -64,54 +70,104 @@ def read_manifest(
 ) -> list[dict]:
     """Reads and validates a manifest; assigns a split to every map.
 
-    Without a ``split`` column, the maps of each class are split by a permutation seeded with
-    :obj:`split_seed`, in the proportions :obj:`split_fractions` (train, val, test).
+    Labels are integers when every label of the file is one (``-1``, ``7``), else strings
+    (``lcdm``, ``0.3``). Without a ``split`` column, the maps of each class are split by a
+    permutation seeded with :obj:`split_seed`, in the proportions :obj:`split_fractions`
+    (train, val, test).
 
     Returns:
         One dict per map, in manifest order, with keys ``file``, ``line`` (line number in the
-        file, header = 1), ``label`` (int), ``omega_m``, ``sigma_8`` (float, NaN when absent)
-        and ``split``.
+        file where the row starts, header = 1), ``label`` (int or str, the same type for all
+        rows), ``omega_m``, ``sigma_8`` (float, NaN when absent) and ``split``.
     """
     header, raw_rows = _read_csv(path)
     rows, seen = [], {}
     for line, values in raw_rows:
         row = _parse_row(line, values, header)
-        if row["file"] in seen:
+        key = osp.normpath(row["file"])  # 'a.fits' and './a.fits' are one file
+        if key in seen:
             raise ValueError(
-                f"{where(row)} is listed twice (also on line {seen[row['file']]}): "
+                f"{where(row)} is listed twice (also on line {seen[key]}): "
                 "each map may appear once, or its patches could land in two splits"
             )
-        seen[row["file"]] = line
+        seen[key] = line
         rows.append(row)
+    if all(_INTEGER.fullmatch(r["label"]) for r in rows):
+        for r in rows:
+            r["label"] = int(r["label"])
     if "split" not in header:
         _assign_splits(rows, split_fractions, split_seed)
     return rows
 
 
 def _read_csv(path: str) -> tuple[list[str], list[tuple[int, dict]]]:
-    """The header and the (line number, stripped values) of every row."""
+    """The header and the (line number, stripped values) of every non-empty row."""
     if not osp.isfile(path):
         raise FileNotFoundError(
             f"{path} not found: put the maps in {osp.dirname(path)} with a {MANIFEST} listing "
             "them (header: file,label[,omega_m,sigma_8,split])"
         )
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in ("file", "label") if c not in header]
-        if missing:
+    with open(path, "rb") as f:
+        content = f.read()
+    start = len(codecs.BOM_UTF8) if content.startswith(codecs.BOM_UTF8) else 0  # spreadsheets
+    try:
+        text = content[start:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = content[: start + e.start].count(b"\n") + 1
+        raise ValueError(
+            f"raw/{MANIFEST} line {line} ({path}) is not valid UTF-8 text ({e.reason} at byte "
+            f"{start + e.start}): save the manifest as UTF-8 CSV"
+        ) from None
+    records = _records(io.StringIO(text, newline=""), path)
+    if not records:
+        raise ValueError(f"{path} is empty: its first line must be the header file,label,...")
+    header = [h.strip() for h in records[0][1]]
+    missing = [c for c in ("file", "label") if c not in header]
+    if missing:
+        raise ValueError(
+            f"{path}: the header must name the columns 'file' and 'label' (optional: "
+            f"omega_m, sigma_8, split), found {header}; missing {missing}"
+        )
+    twice = sorted({h for h in header if h and header.count(h) > 1})
+    if twice:
+        raise ValueError(
+            f"{path}: the header names {', '.join(map(repr, twice))} twice; name each column once"
+        )
+    rows = []
+    for line, values in records[1:]:
+        if len(values) > len(header):
             raise ValueError(
-                f"{path}: the header must name the columns 'file' and 'label' (optional: "
-                f"omega_m, sigma_8, split), found {header}; missing {missing}"
+                f"raw/{MANIFEST} line {line} has {len(values)} values but the header names "
+                f'{len(header)} columns: quote values that contain commas ("a,b.fits")'
             )
-        reader.fieldnames = header
-        rows = [
-            (i + 2, {k: (v or "").strip() for k, v in r.items() if k is not None})
-            for i, r in enumerate(reader)
-        ]
+        values = values + [""] * (len(header) - len(values))  # trailing empty values omitted
+        rows.append((line, {h: v.strip() for h, v in zip(header, values) if h}))
     if not rows:
         raise ValueError(f"{path} lists no maps: add one row per map (file,label,...)")
     return header, rows
+
+
+def _records(f, path: str) -> list[tuple[int, list[str]]]:
+    """The (first line, values) of every non-empty CSV record of :obj:`f`; a quoted value may
+    span lines."""
+    reader = csv.reader(f)
+    out, end = [], 0
+    try:
+        for values in reader:
+            start, end = end + 1, reader.line_num
+            if values and any(v.strip() for v in values):
+                out.append((start, values))
+    except csv.Error as e:
+        raise ValueError(
+            f"raw/{MANIFEST} line {reader.line_num} ({path}) is not valid CSV: {e}"
+        ) from None
+    for line, values in out:
+        if any("\x00" in v for v in values):
+            raise ValueError(
+                f"raw/{MANIFEST} line {line} ({path}) holds a NUL character: the file is "
+                "binary or in another encoding than UTF-8; save it as UTF-8 CSV"
+            )
+    return out
 
 
 def _parse_row(line: int, values: dict, header: list[str]) -> dict:
@@ -120,11 +176,8 @@ def _parse_row(line: int, values: dict, header: list[str]) -> dict:
         raise ValueError(f"raw/{MANIFEST} line {line}: empty 'file' entry")
     label = values.get("label", "")
     if label == "":
-        raise ValueError(f"{where(row)}: missing label; give every map its integer class")
-    try:
-        row["label"] = int(label)
-    except ValueError:
-        raise ValueError(f"{where(row)}: label {label!r} is not an integer class id") from None
+        raise ValueError(f"{where(row)}: missing label; give every map its class")
+    row["label"] = label
     for key in ("omega_m", "sigma_8"):
         value = values.get(key, "")
         try:
@@ -138,10 +191,17 @@ def _parse_row(line: int, values: dict, header: list[str]) -> dict:
     return row
 
 
+def class_index(rows: list[dict]) -> tuple[list, dict]:
+    """The classes of a manifest's rows in sorted order (integers numerically, strings
+    lexicographically) and the map from each label to its index 0 ... C-1."""
+    classes = sorted({r["label"] for r in rows})
+    return classes, {c: i for i, c in enumerate(classes)}
+
+
 def _assign_splits(rows: list[dict], split_fractions: Sequence[float], split_seed: int) -> None:
     fractions = np.asarray(split_fractions, dtype=float)
     rng = np.random.default_rng(split_seed)
-    for label in sorted({r["label"] for r in rows}):
+    for label in class_index(rows)[0]:
         members = [r for r in rows if r["label"] == label]
         n = len(members)
         n_val, n_test = (int(round(f * n)) for f in fractions[1:])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -12,6 +12,9 @@ from torch_geometric.data import Data
 from ..graph._keys import GRAPH_KEYS
 
 __all__ = ["SharedGraphCollater", "SharedGraphLoader"]
+
+#: What identifies the nodes of a :func:`~pyg_sphere.healpix_graph`: nside, nest, pixel ids.
+_Nodes = Tuple[int, bool, Tensor]
 
 
 class SharedGraphCollater:
@@ -33,6 +36,10 @@ class SharedGraphCollater:
     ``num_graphs`` is B; there is no ``batch`` vector (``data.batch`` is ``None``), which is how
     PyG's global pooling functions and :class:`~pyg_sphere.nn.SphericalChebConv` recognise a
     shared-graph batch.
+
+    Items that carry a graph of their own (``nside``, ``nest``, ``pixels``, as
+    ``ConvergenceMaps(attach_graph=True)`` gives) must be on the same pixels as :obj:`graph`:
+    the same nside, ordering and pixel ids, else a :class:`ValueError` says what differs.
 
     Args:
         graph (Data): The shared graph, e.g. :attr:`ConvergenceMaps.graph
@@ -64,6 +71,7 @@ class SharedGraphCollater:
     def __call__(self, items: Sequence[Data]) -> Data:
         if len(items) == 0:
             raise ValueError("cannot collate an empty batch")
+        self._check_items(items)
         out = Data()
         for key in items[0].keys():
             if key in GRAPH_KEYS or key == "num_nodes":
@@ -75,6 +83,17 @@ class SharedGraphCollater:
         out.num_nodes = self.graph.num_nodes
         out.num_graphs = len(items)
         return out
+
+    def _check_items(self, items: Sequence[Data]) -> None:
+        """Checks the graph that items carry, if any, against :attr:`graph`."""
+        mine = getattr(self.graph, "pixels", None)
+        for item in items:
+            pixels = getattr(item, "pixels", None)
+            if pixels is None or pixels is mine:  # none, or the very same graph's
+                continue
+            nodes = _nodes_of(item)
+            if nodes is not None:
+                _check_nodes(self.graph, nodes, "the items")
 
     def _collate(self, key: str, values: list, item: Data):
         first = values[0]
@@ -128,12 +147,22 @@ class SharedGraphLoader(DataLoader):
     reads ``data.batch`` (``None`` here) for its pooling. Items are read through
     ``dataset[i]``, so the dataset's ``transform`` (e.g. noise) applies.
 
+    A :obj:`graph` passed for a dataset that has its own (such as
+    :class:`~pyg_sphere.datasets.ConvergenceMaps`) must be a :func:`~pyg_sphere.healpix_graph`
+    on the same pixels: the same nside, ordering (``nest``) and pixel ids, so that row ``i``
+    of every sample is node ``i`` of the graph; other graph options (``num_neighbors``,
+    ``kernel_width``, ``variant``) may differ. A graph of another nside, a ring graph with
+    the same number of pixels or a plain :class:`~torch_geometric.data.Data` is refused with
+    a :class:`ValueError` that says what differs.
+
     Args:
         dataset (Dataset): Items with ``x`` [N, F] and graph-level fields; no ``edge_index``
             needed.
         batch_size (int): Samples per batch. (default: 1)
         shuffle (bool): Reshuffle every epoch. (default: ``False``)
-        graph (Data, optional): The shared graph; defaults to ``dataset.graph``.
+        graph (Data, optional): The shared graph; defaults to ``dataset.graph``. For
+            :class:`~pyg_sphere.datasets.ConvergenceMaps`, another graph on the same pixels
+            is e.g. ``healpix_graph(ds.nside, ds.patch_pixels(0), num_neighbors=20)``.
         **kwargs: Other :class:`torch.utils.data.DataLoader` arguments (``num_workers``,
             ``drop_last``, ``sampler``, ``pin_memory``, ...).
 
@@ -173,6 +202,10 @@ class SharedGraphLoader(DataLoader):
             graph = getattr(dataset, "graph", None)
             if graph is None:
                 raise ValueError("the dataset has no .graph: pass the shared graph as graph=")
+        else:
+            nodes = _dataset_nodes(dataset)
+            if nodes is not None:
+                _check_nodes(graph, nodes, "the dataset's items")
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -181,3 +214,70 @@ class SharedGraphLoader(DataLoader):
             **kwargs,
         )
         self.graph = graph
+
+
+def _nodes_of(graph: Data) -> Optional[_Nodes]:
+    """``(nside, nest, pixel ids)`` of a graph made by :func:`~pyg_sphere.healpix_graph` (or
+    an item carrying one); ``None`` when it lacks these attributes."""
+    values = [getattr(graph, key, None) for key in ("nside", "nest", "pixels")]
+    if any(v is None for v in values):
+        return None
+    nside, nest, pixels = values
+    return int(nside), bool(nest), torch.as_tensor(pixels).reshape(-1)
+
+
+def _dataset_nodes(dataset: Any) -> Optional[_Nodes]:
+    """The nodes a dataset's items live on, if it says: cheaply when it can tell without
+    building its graph, else from its ``.graph``."""
+    own = getattr(dataset, "_graph_nodes", None)
+    if callable(own):
+        return own()
+    graph = getattr(dataset, "graph", None)
+    return _nodes_of(graph) if isinstance(graph, Data) else None
+
+
+def _span(pixels: Tensor) -> str:
+    """Pixel ids in a few words: a range when they are consecutive."""
+    n = pixels.numel()
+    if n == 0:
+        return "none"
+    first, last = int(pixels[0]), int(pixels[-1])
+    if last - first == n - 1 and bool((pixels.diff() == 1).all()):
+        return f"{first}...{last}"
+    head = ", ".join(str(int(p)) for p in pixels[:4])
+    return f"[{head}{', ...' if n > 4 else ''}] ({n} ids)"
+
+
+def _check_nodes(graph: Data, nodes: _Nodes, whose: str) -> None:
+    """Raises unless :obj:`graph` is a :func:`~pyg_sphere.healpix_graph` on :obj:`nodes`
+    (``(nside, nest, pixel ids)`` of :obj:`whose`, e.g. ``"the items"``), naming what differs."""
+    nside, nest, pixels = nodes
+
+    def ordering(n):
+        return "nested" if n else "ring"
+
+    got = _nodes_of(graph)
+    if got is None:
+        raise ValueError(
+            "the shared graph has no nside, nest or pixels attributes, so it cannot be checked "
+            f"against the pixels of {whose} (nside {nside}, {ordering(nest)}, {pixels.numel()} "
+            "pixels): it must come from pyg_sphere.healpix_graph, e.g. the dataset's own graph "
+            "(dataset.graph)"
+        )
+    g_nside, g_nest, g_pixels = got
+    problems = []
+    if g_nside != nside:
+        problems.append(f"nside {g_nside} where {whose} have nside {nside}")
+    if g_nest != nest:
+        problems.append(f"{ordering(g_nest)} ordering where {whose} are {ordering(nest)}")
+    if g_pixels.numel() != pixels.numel():
+        problems.append(f"{g_pixels.numel()} nodes where {whose} have {pixels.numel()} pixels")
+    elif not torch.equal(g_pixels.cpu(), pixels.cpu()):
+        problems.append(f"pixel ids {_span(g_pixels)} where {whose} have {_span(pixels)}")
+    if problems:
+        raise ValueError(
+            f"the shared graph does not fit {whose}: it has {'; '.join(problems)}. Pass the "
+            "dataset's own graph (dataset.graph), or build one on its pixels, e.g. "
+            "pyg_sphere.healpix_graph(ds.nside, ds.patch_pixels(0), nest=True, ...) for "
+            "ConvergenceMaps"
+        )

@@ -1,5 +1,6 @@
 import glob
 import os
+import warnings
 
 import healpy as hp
 import numpy as np
@@ -327,7 +328,7 @@ def test_mixed_nside(tmp_path):
             ("map0.fits", ""),
             r"'map0.fits' \(raw/manifest.csv line 2\): missing label",
         ),
-        ("file,label", ("map0.fits", "lcdm"), r"line 2\): label 'lcdm' is not an integer"),
+        ("file,label,omega_m", ("map0.fits", 0, "high"), r"line 2\): omega_m 'high' is not a"),
         ("file,label,split", ("map0.fits", 0, "dev"), r"line 2\): split 'dev' is not one of"),
     ],
 )
@@ -489,3 +490,177 @@ class PatchesBelow:
 
     def __repr__(self):
         return f"PatchesBelow({self.limit})"
+
+
+# ----- maps that contribute no patch; empty splits ---------------------------------------------
+def _holes(m):
+    m = m.copy()
+    m[::40] = hp.UNSEEN  # a hole in every patch: nothing is fully observed
+    return m
+
+
+def test_map_without_patches_warns(tmp_path):
+    maps = collection(tmp_path, n=4, splits=("train", "train", "test", "test"))
+    write_fits(tmp_path, "map1.fits", _holes(maps[1]))
+    with pytest.warns(UserWarning, match=r"1 map contributed no patch") as record:
+        ds = ConvergenceMaps(str(tmp_path), nside=16, order=1, log=False)
+    message = str(record[0].message)
+    assert "'map1.fits' (raw/manifest.csv line 3)" in message and "map0.fits" not in message
+    assert "min_observed=1.0" in message
+    assert sorted(set(ds._map_id.tolist())) == [0] and len(ds) == 12
+    test = ConvergenceMaps(str(tmp_path), nside=16, order=1, split="test", log=False)
+    assert len(test) == 24
+
+
+def test_split_without_patches_fails(tmp_path):
+    maps = collection(tmp_path, n=4, splits=("train", "train", "test", "test"))
+    for i in (2, 3):
+        write_fits(tmp_path, f"map{i}.fits", _holes(maps[i]))
+    _error(
+        tmp_path,
+        r"no patch was kept for split 'test'.*2 maps.*'map2.fits' \(raw/manifest.csv line 4\)"
+        r".*lower min_observed.*mask",
+        nside=16,
+    )
+    # the maps that do have patches are still served at a lower threshold
+    assert (
+        len(ConvergenceMaps(str(tmp_path), nside=16, min_observed=0.9, split="test", log=False))
+        == 24
+    )
+
+
+# ----- resolution -------------------------------------------------------------------------------
+def test_upgrading_warns(tmp_path):
+    collection(tmp_path, n=2, nside=8, splits=("train",))
+    with pytest.warns(UserWarning, match=r"nside=16.*upgrad") as record:
+        ds = ConvergenceMaps(str(tmp_path), nside=16, order=1, log=False)
+    message = str(record[0].message)
+    for text in ("'map0.fits' (raw/manifest.csv line 2)", "'map1.fits'", "nside 8", "nside=None"):
+        assert text in message
+    assert ds.nside == 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # same or lower nside: no warning
+        ConvergenceMaps(str(tmp_path), nside=8, order=1, log=False)
+        ConvergenceMaps(str(tmp_path), nside=4, order=1, log=False)
+        ConvergenceMaps(str(tmp_path), nside=None, order=1, log=False)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".fits"])
+def test_nside_not_a_power_of_two(tmp_path, suffix):
+    m = np.random.default_rng(0).normal(size=12 * 24**2)  # nside 24
+    (tmp_path / "raw").mkdir()
+    if suffix == ".npy":
+        np.save(tmp_path / "raw" / "n24.npy", m)
+    else:  # healpy writes a ring map of any nside in one column
+        from astropy.io import fits
+
+        cols = [fits.Column(name="T", format="D", array=m)]
+        hdu = fits.BinTableHDU.from_columns(cols)
+        hdu.header.update(PIXTYPE="HEALPIX", ORDERING="RING", NSIDE=24, INDXSCHM="IMPLICIT")
+        hdu.writeto(tmp_path / "raw" / "n24.fits")
+    write_manifest(tmp_path, [(f"n24{suffix}", 0, "", "", "train")])
+    _error(
+        tmp_path,
+        rf"'n24{suffix}' \(raw/manifest.csv line 2\).*nside 24.*power of 2.*",
+        nside=None,
+    )
+
+
+# ----- labels -----------------------------------------------------------------------------------
+def _labelled(root, labels, header="file,label,split", splits=None):
+    rows = []
+    for i, label in enumerate(labels):
+        write_fits(root, f"m{i}.fits", gaussian_map(i, 4))
+        rows.append((f"m{i}.fits", label, (splits or ["train"] * len(labels))[i]))
+    write_manifest(root, rows, header=header)
+
+
+def test_labels_are_mapped_to_indices(tmp_path):
+    _labelled(tmp_path, [5, 0, 10, 5])
+    ds = ConvergenceMaps(str(tmp_path), nside=4, order=1, log=False)
+    assert ds.classes == [0, 5, 10]  # integers: numeric order (as strings '10' < '5')
+    assert ds.class_to_idx == {0: 0, 5: 1, 10: 2} and ds.num_classes == 3
+    assert ds.labels.tolist() == [1] * 12 + [0] * 12 + [2] * 12 + [1] * 12
+    assert ds[13].y.tolist() == [0] and ds.meta["classes"] == [0, 5, 10]
+    # what the labels are for: a loss over num_classes outputs accepts them
+    batch = next(iter(DataLoader(ds, batch_size=len(ds))))
+    loss = torch.nn.functional.cross_entropy(torch.zeros(len(ds), ds.num_classes), batch.y)
+    assert torch.isfinite(loss)
+
+
+def test_string_labels(tmp_path):
+    _labelled(tmp_path, ["wcdm", "lcdm", "0", "lcdm"], splits=["train", "train", "test", "test"])
+    ds = ConvergenceMaps(str(tmp_path), nside=4, order=1, log=False)
+    assert ds.classes == ["0", "lcdm", "wcdm"] and ds.class_to_idx == {"0": 0, "lcdm": 1, "wcdm": 2}
+    assert ds.labels.tolist() == [2] * 12 + [1] * 12
+    test = ConvergenceMaps(str(tmp_path), nside=4, order=1, split="test", log=False)
+    assert test.classes == ds.classes and test.labels.tolist() == [0] * 12 + [1] * 12
+
+
+def test_pre_filter_sees_the_class_index(tmp_path):
+    _labelled(tmp_path, [7, 3])
+    ds = ConvergenceMaps(
+        str(tmp_path), nside=4, order=1, pre_filter=KeepClass(1), log=False
+    )  # class index 1 is label 7
+    assert ds.classes == [3, 7] and ds.labels.tolist() == [1] * 12
+    assert ds._map_id.tolist() == [0] * 12
+
+
+class KeepClass:
+    """A pre_filter with a stable repr: keeps the patches of class index ``y``."""
+
+    def __init__(self, y):
+        self.y = y
+
+    def __call__(self, data):
+        return data.y.item() == self.y
+
+    def __repr__(self):
+        return f"KeepClass({self.y})"
+
+
+# ----- FITS columns -----------------------------------------------------------------------------
+def test_fits_field(tmp_path):
+    m0, m1 = gaussian_map(0), gaussian_map(1)
+    (tmp_path / "raw").mkdir()
+    hp.write_map(str(tmp_path / "raw" / "two.fits"), [m0, m1], dtype=np.float64)
+    write_manifest(tmp_path, [("two.fits", 0, "", "", "train")])
+    first = ConvergenceMaps(str(tmp_path), nside=8, order=1, log=False)
+    second = ConvergenceMaps(str(tmp_path), nside=8, order=1, field=1, log=False)
+    assert first.processed_dir != second.processed_dir
+    for ds, m in ((first, m0), (second, m1)):
+        x = torch.stack([d.x[:, 0] for d in ds]).numpy()
+        np.testing.assert_allclose(x, oracle(m, 8, 1), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"'two.fits' \(raw/manifest.csv line 2\).*field=2.*2 map"):
+        ConvergenceMaps(str(tmp_path), nside=8, order=1, field=2, log=False)
+
+    npy = tmp_path / "npy"  # another collection: a numpy map has one column
+    (npy / "raw").mkdir(parents=True)
+    np.save(npy / "raw" / "one.npy", m0)
+    write_manifest(npy, [("one.npy", 0, "", "", "train")])
+    with pytest.raises(
+        ValueError, match=r"'one.npy' \(raw/manifest.csv line 2\).*field=1.*1 column"
+    ):
+        ConvergenceMaps(str(npy), nside=8, order=1, field=1, log=False)
+
+
+def test_fits_field_of_partial_maps(tmp_path):
+    m = gaussian_map(3)
+    theta, _ = hp.pix2ang(16, np.arange(m.size))
+    partial = np.where(theta > np.radians(50), m, hp.UNSEEN)
+    (tmp_path / "raw").mkdir()
+    hp.write_map(
+        str(tmp_path / "raw" / "p.fits"), [partial, 2 * partial], partial=True, dtype=np.float64
+    )
+    write_manifest(tmp_path, [("p.fits", 0, "", "", "train")])
+    one = ConvergenceMaps(str(tmp_path), nside=8, order=1, log=False)
+    two = ConvergenceMaps(str(tmp_path), nside=8, order=1, field=1, log=False)
+    assert torch.allclose(two[0].x, 2 * one[0].x, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"field=2.*2 map columns"):  # PIXEL is no map column
+        ConvergenceMaps(str(tmp_path), nside=8, order=1, field=2, log=False)
+
+
+@pytest.mark.parametrize("field, error", [(-1, ValueError), ("0", TypeError), (1.0, TypeError)])
+def test_bad_field(tmp_path, field, error):
+    with pytest.raises(error, match="field must be an integer"):
+        ConvergenceMaps(str(tmp_path), nside=8, field=field, log=False)

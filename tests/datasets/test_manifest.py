@@ -74,3 +74,55 @@ def test_bad_split_fractions(value, match):
 
 def test_split_fractions_as_floats():
     assert check_split_fractions([1, 0, 0]) == (1.0, 0.0, 0.0)
+
+
+def _read(tmp_path, text, **kwargs):
+    path = tmp_path / "manifest.csv"
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return read_manifest(str(path), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (["5", "0", "10"], [5, 0, 10]),  # all integers: ints (numeric order for the classes)
+        (["-1", "+2", " 3 "], [-1, 2, 3]),
+        (["lcdm", "0", "wcdm"], ["lcdm", "0", "wcdm"]),  # any non-integer: all strings
+        (["1.0", "2"], ["1.0", "2"]),
+        (["Ωm 0.3", "σ8"], ["Ωm 0.3", "σ8"]),
+    ],
+)
+def test_labels_are_integers_or_strings(tmp_path, labels, expected):
+    text = "file,label\n" + "".join(f"m{i}.fits,{lab}\n" for i, lab in enumerate(labels))
+    rows = _read(tmp_path, text)
+    assert [r["label"] for r in rows] == expected
+    assert all(type(r["label"]) is type(expected[0]) for r in rows)
+
+
+def test_string_labels_are_split_per_class(tmp_path):
+    text = "file,label\n" + "".join(f"m{i}.fits,{'ab'[i % 2]}\n" for i in range(10))
+    rows = _read(tmp_path, text, split_fractions=(0.6, 0.2, 0.2))
+    for label in "ab":
+        splits = [r["split"] for r in rows if r["label"] == label]
+        assert sorted(splits) == ["test", "train", "train", "train", "val"]
+
+
+def test_excel_manifest_with_bom_and_crlf(tmp_path):
+    rows = _read(tmp_path, "\ufefffile,label\r\na.fits,0\r\nb.fits,1\r\n".encode())
+    assert [(r["file"], r["label"]) for r in rows] == [("a.fits", 0), ("b.fits", 1)]
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (b"file,label\na.fits,\xff\xfe\n", r"manifest.csv.*line 2.*UTF-8"),
+        ("file,label,label\na.fits,0,1\n", r"manifest.csv.*'label' twice"),
+        ("file,label\na,b.fits,0\n", r"manifest.csv line 2.*3 values.*2 columns.*quote"),
+        ("file,label\na.fits,0\n./a.fits,1\n", r"'./a.fits' \(raw/manifest.csv line 3\).*twice"),
+        ('file,label\n"a.fits,0\nb.fits,1\n', r"manifest.csv line 2.*label"),
+        ("file,label\n\x00a.fits,0\n", r"line 2.*NUL"),
+    ],
+)
+def test_garbage_manifests(tmp_path, text, match):
+    with pytest.raises(ValueError, match=match):
+        _read(tmp_path, text)

@@ -8,6 +8,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import ChebConv, global_mean_pool
 
+from pyg_sphere import healpix_graph
 from pyg_sphere.datasets import ConvergenceMaps
 from pyg_sphere.loader import SharedGraphCollater, SharedGraphLoader
 from pyg_sphere.nn import HealpixPool, SphericalChebConv
@@ -163,8 +164,9 @@ def test_shuffle_is_seeded(root):
 def test_errors(root):
     ds = ConvergenceMaps(root, 8, 1, log=False)
     wrong = ConvergenceMaps(root, 8, 2, log=False).graph  # 16 nodes, items have 64
+    items = [ds[i] for i in range(4)]  # a list: no dataset graph to compare with
     with pytest.raises(ValueError, match="must all have 16 rows"):
-        next(iter(SharedGraphLoader(ds, batch_size=4, graph=wrong)))
+        next(iter(SharedGraphLoader(items, batch_size=4, graph=wrong)))
     with pytest.raises(ValueError, match="pass the shared graph as graph="):
         SharedGraphLoader([ds[0]], batch_size=1)
     with pytest.raises(ValueError, match="batch_size must be an int"):
@@ -281,3 +283,39 @@ def test_mismatched_node_rows():
         SharedGraphCollater(graph)(items)
     with pytest.raises(ValueError, match="empty batch"):
         SharedGraphCollater(graph)([])
+
+
+def test_graph_must_be_the_datasets(root):
+    ds = ConvergenceMaps(root, 8, 1, log=False)  # patches of 64 nested pixels at nside 8
+    cases = [
+        (healpix_graph(16, pixels=range(64)), r"nside 16.*dataset's.*nside 8"),
+        (healpix_graph(8, pixels=range(64), nest=False), r"ring.*dataset's.*nested"),
+        (healpix_graph(8, pixels=range(64, 128)), r"pixel ids.*64.*dataset's.*0"),
+        (wrong_size := healpix_graph(8, pixels=range(16)), r"16 nodes.*64"),
+    ]
+    for graph, match in cases:
+        with pytest.raises(ValueError, match=match):
+            SharedGraphLoader(ds, batch_size=4, graph=graph)
+    plain = Data(edge_index=ds.graph.edge_index, num_nodes=64)
+    with pytest.raises(ValueError, match=r"no nside.*pyg_sphere.healpix_graph"):
+        SharedGraphLoader(ds, batch_size=4, graph=plain)
+    assert wrong_size.num_nodes == 16
+
+    # the same pixels with another neighbourhood: a legitimate choice
+    denser = healpix_graph(8, pixels=range(64), num_neighbors=20)
+    batch = next(iter(SharedGraphLoader(ds, batch_size=4, graph=denser)))
+    assert batch.edge_index is denser.edge_index
+    subset = ds[torch.arange(10)]  # a subset keeps the dataset's graph, so the check
+    with pytest.raises(ValueError, match="nside 16"):
+        SharedGraphLoader(subset, batch_size=4, graph=cases[0][0])
+
+
+def test_collater_checks_items_that_carry_a_graph(root):
+    attached = ConvergenceMaps(root, 8, 1, attach_graph=True, log=False)
+    items = [attached[i] for i in range(3)]
+    assert SharedGraphCollater(attached.graph)(items).x.shape == (3, 64, 1)
+    ring = healpix_graph(8, pixels=range(64), nest=False)  # same node count
+    with pytest.raises(ValueError, match=r"ring.*items.*nested"):
+        SharedGraphCollater(ring)(items)
+    with pytest.raises(ValueError, match=r"pixel ids"):
+        SharedGraphCollater(healpix_graph(8, pixels=range(64, 128)))(items)
