@@ -117,6 +117,10 @@ class SharedGraphCollater:
     def _is_node_level(self, key: str, item: Data) -> bool:
         if key == "x":
             return True
+        # A new batch dimension (cat_dim None) is graph-level; torch-geometric 2.5's
+        # is_node_attr fails on it, so it is not asked.
+        if item.__cat_dim__(key, item[key]) is None:
+            return False
         return self.graph.num_nodes > 1 and item.is_node_attr(key)
 
     def _stack_nodes(self, key: str, values: list, cat_dim) -> Tensor:

@@ -205,7 +205,8 @@ def test_graph_level_by_pyg_rules():
         )
         for i in range(5)
     ]
-    assert not items[0].is_node_attr("summary") and not items[0].is_node_attr("profile")
+    assert items[0].__cat_dim__("summary", items[0].summary) is None
+    assert not items[0].is_node_attr("profile")
     batch = SharedGraphCollater(graph)(items)
     assert batch.summary.shape == (5, 3)  # stacked, not concatenated into [15]
     assert torch.equal(batch.summary[:, 0], torch.arange(5.0))
