@@ -30,12 +30,20 @@ _GRAPHS = cache.memo("graph", cache.DEFAULT_LARGE_LIMIT)
 # graph has nodes) and its lambda_max (not to estimate it again).
 _NUM_NODES = cache.identity_memo("graph_num_nodes")
 _LAMBDA_MAX = cache.identity_memo("graph_lambda_max")
+# And that its edge list is sorted by source, coalesced, without self loops and symmetric.
+_CANONICAL = cache.identity_memo("graph_canonical")
 
 
 def registered_num_nodes(edge_index: Tensor) -> Optional[int]:
     """The node count of the :func:`healpix_graph` that owns :obj:`edge_index` (the very
     tensor, not a copy), or :obj:`None` if it comes from elsewhere."""
     return _NUM_NODES.peek((edge_index,))
+
+
+def is_canonical_graph(edge_index: Tensor, edge_weight: Optional[Tensor]) -> bool:
+    """Whether these very tensors are those of a :func:`healpix_graph`: sorted by source
+    node, coalesced, symmetric (weights included) and without self loops."""
+    return edge_weight is not None and bool(_CANONICAL.peek((edge_index, edge_weight)))
 
 
 def registered_lambda_max(edge_index: Tensor, edge_weight: Optional[Tensor]) -> Optional[float]:
@@ -350,6 +358,7 @@ def healpix_graph(
             _save(path, data)
     _GRAPHS.put(key, data)
     _NUM_NODES.get((data.edge_index,), (), lambda: data.num_nodes)
+    _CANONICAL.get((data.edge_index, data.edge_weight), (), lambda: True)
     if "lambda_max" in data:
         _LAMBDA_MAX.get((data.edge_index, data.edge_weight), (), lambda: data.lambda_max)
     data = copy.copy(data)

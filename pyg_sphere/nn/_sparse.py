@@ -12,6 +12,7 @@ import math
 import warnings
 from typing import Optional, Tuple, Union
 
+import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
@@ -19,7 +20,11 @@ from torch.autograd.function import once_differentiable
 
 from .. import cache
 from .._validate import check_memory
-from ..graph._healpix_graph import registered_lambda_max, registered_num_nodes
+from ..graph._healpix_graph import (
+    is_canonical_graph,
+    registered_lambda_max,
+    registered_num_nodes,
+)
 
 LambdaMax = Union[float, Tensor]
 
@@ -160,9 +165,13 @@ class ChebOperator:
     fit) and its transpose for the backward pass (the same tensor when :math:`\\tilde{L}` is
     symmetric, which is checked, not assumed). About 8 bytes per edge and 12 per node."""
 
-    def __init__(self, edge_index: Tensor, weight: Tensor, num_nodes: int):
+    def __init__(self, edge_index: Tensor, weight: Tensor, num_nodes: int, matrix=None):
         self.num_nodes = num_nodes
         self.symmetric = False
+        if matrix is not None:  # built by _canonical_laplacian, symmetric by construction
+            self.symmetric = True
+            self.matrix = self.matrix_t = matrix
+            return
         l1, l1_t = _csr_and_transpose(edge_index[1], edge_index[0], weight, num_nodes)
         if _nearly_equal(l1, l1_t):
             self.symmetric = True
@@ -195,6 +204,42 @@ def _csr_and_transpose(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tuple
         m.sum_duplicates()  # canonical: sorted column indices, no duplicates
         return _from_scipy(m), _from_scipy(m.T.tocsr())
     return _csr_torch(row, col, value, n), _csr_torch(col, row, value, n)
+
+
+def _canonical_laplacian(
+    edge_index: Tensor,
+    edge_weight: Tensor,
+    num_nodes: int,
+    normalization: Optional[str],
+    lambda_max: float,
+    dtype: torch.dtype,
+) -> Tensor:
+    """:math:`\\tilde{L}` of a graph of :func:`~pyg_sphere.healpix_graph` in one pass over its
+    edge list, which is already in CSR order: no edge-list copies, no sort, no transpose (the
+    matrix is symmetric); the peak is about the finished matrix plus one weight per edge."""
+    row, col = edge_index[0], edge_index[1]
+    weight = edge_weight.detach().to(dtype)
+    degree = torch.zeros(num_nodes, dtype=dtype).index_add_(0, row, weight)
+    scale = 2.0 / lambda_max
+    if normalization == "sym":
+        inv = degree.pow(-0.5)
+        inv.masked_fill_(torch.isinf(inv), 0.0)
+        off = inv[row].mul_(weight).mul_(inv[col]).mul_(-scale)
+        diagonal = (degree > 0).to(dtype).mul_(scale).sub_(1.0)
+    else:
+        off = weight.mul(-scale)
+        diagonal = degree.mul(scale).sub_(1.0)
+    indptr = np.zeros(num_nodes + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row.numpy(), minlength=num_nodes), out=indptr[1:])
+    index_dtype = np.int32 if max(num_nodes, row.numel() + num_nodes) < 2**31 else np.int64
+    off_diagonal = sp.csr_matrix(
+        (off.numpy(), col.numpy().astype(index_dtype), indptr.astype(index_dtype)),
+        shape=(num_nodes, num_nodes),
+    )
+    del off
+    off_diagonal.has_sorted_indices = True  # a coalesced edge list is sorted by (row, col)
+    matrix = (off_diagonal + sp.diags(diagonal.numpy(), format="csr")).tocsr()
+    return _from_scipy(matrix)
 
 
 def _from_scipy(m: sp.csr_matrix) -> Tensor:
@@ -235,6 +280,22 @@ def cheb_operator(
     tensors = (edge_index, edge_weight, batch if len(lambda_max) > 1 else None)
 
     def build():
+        if (
+            torch.device(device).type == "cpu"
+            and dtype in (torch.float32, torch.float64)
+            and len(lambda_max) == 1
+            and normalization in ("sym", None)
+            and is_canonical_graph(edge_index, edge_weight)
+        ):
+            with torch.inference_mode(False), torch.no_grad():
+                return ChebOperator(
+                    None,
+                    None,
+                    num_nodes,
+                    matrix=_canonical_laplacian(
+                        edge_index, edge_weight, num_nodes, normalization, lambda_max[0], dtype
+                    ),
+                )
         if torch.device(device).type == "cpu":
             nnz = edge_index.size(1) + num_nodes
             # Rescaled edge list (int64 pairs, weights) and the CSR matrices built from it.

@@ -228,3 +228,14 @@ def test_cuda_matches_cpu(graph):
     (grad_cuda,) = torch.autograd.grad(out_cuda.square().sum(), x_cuda)
     torch.testing.assert_close(out_cuda.cpu(), out, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grad_cuda.cpu(), grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("normalization", ["sym", None])
+def test_operator_of_healpix_graphs_built_in_one_pass_equals_the_general_build(normalization):
+    graph = pyg_sphere.healpix_graph(8, range(300))  # a region: degrees vary
+    lam = (1.7,)
+    args = (graph.num_nodes, normalization, lam, torch.float64, torch.device("cpu"))
+    fast = _sparse.cheb_operator(graph.edge_index, graph.edge_weight, *args)
+    general = _sparse.cheb_operator(graph.edge_index.clone(), graph.edge_weight.clone(), *args)
+    assert fast.symmetric and fast.matrix_t is fast.matrix
+    torch.testing.assert_close(fast.matrix.to_dense(), general.matrix.to_dense())
