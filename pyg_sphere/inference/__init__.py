@@ -1,0 +1,39 @@
+r"""Parameter inference: how much summaries of maps know about cosmological parameters.
+
+:mod:`~pyg_sphere.inference.summaries` turns patches into summary vectors (power spectrum,
+histogram, peak counts, combinations, a trained network's outputs);
+:mod:`~pyg_sphere.inference.fisher` measures their Fisher information on the parameters from
+simulations at a fiducial point and finite-difference steps (see
+:func:`pyg_sphere.datasets.simulate_fisher_maps`), with the analytic Gaussian power-spectrum
+Fisher matrix as an oracle.
+"""
+
+from .fisher import (
+    figure_of_merit,
+    fisher_ellipse,
+    fisher_matrix,
+    gaussian_cl_fisher,
+    marginal_errors,
+)
+from .summaries import (
+    CombinedSummary,
+    HistogramSummary,
+    NetworkSummary,
+    PeakCountSummary,
+    PowerSpectrumSummary,
+    Summary,
+)
+
+__all__ = [
+    "fisher_matrix",
+    "marginal_errors",
+    "figure_of_merit",
+    "fisher_ellipse",
+    "gaussian_cl_fisher",
+    "Summary",
+    "PowerSpectrumSummary",
+    "HistogramSummary",
+    "PeakCountSummary",
+    "CombinedSummary",
+    "NetworkSummary",
+]

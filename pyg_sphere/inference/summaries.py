@@ -1,0 +1,304 @@
+r"""Summary statistics of HEALPix patches with one interface, for Fisher forecasts.
+
+A summary maps patches ``[num_samples, num_pixels]`` (nested order, numpy or torch, as the
+baselines take them) to vectors ``[num_samples, num_features]``. Settings that depend on the
+data (histogram and peak-height bins) are fixed once by :meth:`Summary.fit` on training
+patches and then kept, so that fiducial and finite-difference simulations are summarised
+identically:
+
+.. code-block:: python
+
+    summary = PeakCountSummary(nside, pixels, fwhm=np.radians(1.0)).fit(train_patches)
+    F = fisher_matrix(summary(fiducial), summary(plus), summary(minus), step)
+
+:class:`PowerSpectrumSummary`, :class:`HistogramSummary` and :class:`PeakCountSummary` are the
+classical statistics; :class:`CombinedSummary` concatenates summaries (power spectrum + peaks);
+:class:`NetworkSummary` uses a trained network's outputs, e.g. a
+:class:`~pyg_sphere.nn.models.DeepSphere` regressor of :math:`(\Omega_m, \sigma_8)`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import check_int
+from ..baselines.features import (
+    as_samples,
+    check_patch_pixels,
+    histogram,
+    histogram_edges,
+    local_maxima,
+    peak_counts,
+    power_spectrum,
+    smooth,
+)
+
+__all__ = [
+    "Summary",
+    "PowerSpectrumSummary",
+    "HistogramSummary",
+    "PeakCountSummary",
+    "CombinedSummary",
+    "NetworkSummary",
+]
+
+
+class Summary:
+    """Base class: :meth:`fit` (optional, returns ``self``) then call on patches.
+
+    Subclasses implement :meth:`_compute` and, when they have data-dependent settings,
+    :meth:`_fit`.
+    """
+
+    #: Whether :meth:`fit` must be called before the summary can be computed.
+    needs_fit = False
+
+    def __init__(self):
+        self.fitted = not self.needs_fit
+
+    def fit(self, x) -> "Summary":
+        """Fixes the data-dependent settings on training patches ``x``; returns ``self``."""
+        self._fit(as_samples(x))
+        self.fitted = True
+        return self
+
+    def _fit(self, x: np.ndarray) -> None:  # noqa: B027 (an optional hook)
+        pass
+
+    def __call__(self, x) -> np.ndarray:
+        """The summaries of patches ``x``: float64 ``[num_samples, num_features]``."""
+        if not self.fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call .fit(training_patches)")
+        return self._compute(as_samples(x))
+
+    def _compute(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._repr_args()})"
+
+    def _repr_args(self) -> str:
+        return ""
+
+
+class PowerSpectrumSummary(Summary):
+    r"""The binned pseudo power spectrum :math:`\ell(\ell+1) C_\ell` of each patch
+    (:func:`pyg_sphere.baselines.power_spectrum`).
+
+    Args:
+        nside: HEALPix resolution of the patches.
+        pixels: nested pixel ids of the patch columns (default: the first ``num_pixels``).
+        bins: number of equal-width :math:`\ell` bins, or edges.
+        lmin: multipoles below are dropped (a patch barely measures its largest scales).
+        lmax: largest multipole (default ``2 * nside``).
+        log: summarise :math:`\ln` of each bin, closer to Gaussian distributed.
+
+    Example::
+
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).standard_normal((2, 256))
+        >>> PowerSpectrumSummary(nside=16, bins=8)(x).shape
+        (2, 8)
+    """
+
+    def __init__(self, nside: int, pixels=None, *, bins=10, lmin: int = 0, lmax=None, log=False):
+        super().__init__()
+        self.nside, self.pixels = nside, pixels
+        self.lmax = 2 * nside if lmax is None else check_int("lmax", lmax, 1)
+        self.lmin = check_int("lmin", lmin, 0)
+        if np.ndim(bins) == 0:
+            bins = np.linspace(self.lmin, self.lmax + 1, check_int("bins", bins, 1) + 1)
+            bins = np.unique(bins.round().astype(np.int64))
+        self.bins = np.asarray(bins)
+        self.log = bool(log)
+
+    def _compute(self, x):
+        ps = power_spectrum(x, self.nside, self.pixels, lmax=self.lmax, bins=self.bins)
+        return np.log(ps) if self.log else ps
+
+    def _repr_args(self):
+        return f"nside={self.nside}, bins={len(self.bins) - 1}, lmax={self.lmax}, log={self.log}"
+
+
+class HistogramSummary(Summary):
+    """The histogram of the pixel values of each patch (fractions per bin), with bin edges
+    fitted on training data (:func:`pyg_sphere.baselines.histogram_edges`).
+
+    The fractions of all bins sum to 1, which would make their covariance singular; the last
+    bin is dropped (it is 1 minus the others).
+
+    Args:
+        bins: number of bins (the summary has ``bins - 1`` components).
+        percentiles: the range of the bins, in percentiles of the training values.
+        fwhm: smooth the patches first (:func:`pyg_sphere.baselines.smooth`), FWHM in
+            radians; needs :obj:`nside`.
+        nside, pixels: the patches' resolution and pixels, for :obj:`fwhm`.
+
+    Example::
+
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).standard_normal((5, 64))
+        >>> HistogramSummary(bins=6).fit(x)(x).shape
+        (5, 5)
+    """
+
+    needs_fit = True
+
+    def __init__(
+        self, bins: int = 20, *, percentiles=(1.0, 99.0), fwhm=None, nside=None, pixels=None
+    ):
+        super().__init__()
+        self.bins = check_int("bins", bins, 2)
+        self.percentiles = tuple(percentiles)
+        if fwhm is not None and nside is None:
+            raise ValueError("fwhm= smooths the patches on the sphere: give their nside= too")
+        self.fwhm, self.nside, self.pixels = fwhm, nside, pixels
+        self.edges = None
+
+    def _prepare(self, x):
+        return x if self.fwhm is None else smooth(x, self.nside, self.pixels, fwhm=self.fwhm)
+
+    def _fit(self, x):
+        self.edges = histogram_edges(self._prepare(x), self.bins, self.percentiles)
+
+    def _compute(self, x):
+        return histogram(self._prepare(x), self.edges)[:, :-1]
+
+    def _repr_args(self):
+        return f"bins={self.bins}, percentiles={self.percentiles}, fwhm={self.fwhm}"
+
+
+class PeakCountSummary(Summary):
+    """Peak counts (:func:`pyg_sphere.baselines.peak_counts`): the number of local maxima of
+    the smoothed patch per height bin, with edges at percentiles of the training patches' peak
+    heights (equal numbers of training peaks per bin, so no bin is empty).
+
+    Args:
+        nside: HEALPix resolution of the patches.
+        pixels: nested pixel ids of the patch columns (default: the first ``num_pixels``).
+        bins: number of height bins.
+        fwhm: smoothing FWHM in radians before finding peaks (``None``: none).
+        percentiles: the range of the edges, in percentiles of the training peak heights;
+            peaks beyond fall in the end bins.
+
+    Example::
+
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).standard_normal((20, 256))
+        >>> s = PeakCountSummary(nside=16, bins=4, fwhm=np.radians(4.0)).fit(x)
+        >>> s(x).shape
+        (20, 4)
+    """
+
+    needs_fit = True
+
+    def __init__(self, nside: int, pixels=None, *, bins: int = 10, fwhm=None, percentiles=(0, 100)):
+        super().__init__()
+        self.nside, self.pixels, self.fwhm = nside, pixels, fwhm
+        self.bins = check_int("bins", bins, 1)
+        self.percentiles = tuple(percentiles)
+        self.edges = None
+
+    def _peaks(self, x):
+        pixels = check_patch_pixels(self.nside, self.pixels, x.shape[1])
+        if self.fwhm is not None:
+            x = smooth(x, self.nside, pixels, fwhm=self.fwhm)
+        return x, local_maxima(x, self.nside, pixels)
+
+    def _fit(self, x):
+        x, peaks = self._peaks(x)
+        heights = x[peaks]
+        if heights.size < self.bins:
+            raise ValueError(
+                f"the training patches have {heights.size} peaks, fewer than bins={self.bins}: "
+                "fit on more patches or use fewer bins"
+            )
+        lo, hi = self.percentiles
+        self.edges = np.percentile(heights, np.linspace(lo, hi, self.bins + 1))
+        if not (np.diff(self.edges) > 0).all():
+            raise ValueError("peak heights repeat too much for distinct bins: use fewer bins")
+
+    def _compute(self, x):
+        return peak_counts(x, self.nside, self.pixels, edges=self.edges, fwhm=self.fwhm)
+
+    def _repr_args(self):
+        return f"nside={self.nside}, bins={self.bins}, fwhm={self.fwhm}"
+
+
+class CombinedSummary(Summary):
+    """Several summaries side by side (e.g. power spectrum + peaks): their outputs
+    concatenated, each fitted on the same training patches.
+
+    Example::
+
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).standard_normal((20, 256))
+        >>> s = CombinedSummary(PowerSpectrumSummary(16, bins=5), PeakCountSummary(16, bins=3))
+        >>> s.fit(x)(x).shape
+        (20, 8)
+    """
+
+    def __init__(self, *summaries: Summary):
+        if not summaries or not all(isinstance(s, Summary) for s in summaries):
+            raise TypeError("CombinedSummary takes one or more Summary objects")
+        self.summaries = summaries
+        super().__init__()
+        self.needs_fit = any(s.needs_fit for s in summaries)
+        self.fitted = all(s.fitted for s in summaries)
+
+    def _fit(self, x):
+        for s in self.summaries:
+            s.fit(x)
+
+    def _compute(self, x):
+        return np.concatenate([s(x) for s in self.summaries], axis=1)
+
+    def _repr_args(self):
+        return ", ".join(map(repr, self.summaries))
+
+
+class NetworkSummary(Summary):
+    """The outputs of a trained network as the summary, e.g. a
+    :class:`~pyg_sphere.nn.models.DeepSphere` regressor of :math:`(\\Omega_m, \\sigma_8)`
+    (Fluri et al. 2019, 2022).
+
+    Args:
+        model: a module taking maps ``[batch, num_pixels, 1]`` (the pixels of its graph) and
+            returning ``[batch, num_features]``; evaluated in eval mode without gradients.
+        scale: the inputs are divided by it first (the scale the network was trained with).
+        batch_size: patches per forward pass.
+
+    Example::
+
+        >>> import numpy as np
+        >>> from pyg_sphere.nn import DeepSphere
+        >>> model = DeepSphere(1, 2, nside=4, channels=(4,))
+        >>> NetworkSummary(model)(np.zeros((3, 192))).shape
+        (3, 2)
+    """
+
+    def __init__(self, model, *, scale: float = 1.0, batch_size: int = 64):
+        super().__init__()
+        self.model, self.scale = model, float(scale)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+
+    def _compute(self, x):
+        import torch
+
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        out = []
+        try:
+            with torch.no_grad():
+                for start in range(0, len(x), self.batch_size):
+                    batch = torch.as_tensor(
+                        x[start : start + self.batch_size] / self.scale, dtype=torch.float32
+                    )
+                    out.append(self.model(batch[..., None].to(device)).double().cpu().numpy())
+        finally:
+            self.model.train(was_training)
+        return np.concatenate(out)
+
+    def _repr_args(self):
+        return f"{type(self.model).__name__}, scale={self.scale:g}"
