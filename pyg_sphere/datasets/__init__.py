@@ -1,6 +1,18 @@
-"""Datasets of HEALPix maps, and a simulator of convergence maps in the format they read."""
+"""Datasets of HEALPix maps, and simulators of convergence maps in the format they read."""
 
 from .convergence_maps import ConvergenceMaps
-from .lognormal_maps import simulate_convergence_maps
+from .convergence_spectra import PRIOR_BOX, convergence_cl, lognormal_shift
+from .designs import latin_hypercube, simulate_fisher_maps, simulate_prior_maps
+from .lognormal_maps import simulate_convergence_maps, simulate_cosmology_map
 
-__all__ = ["ConvergenceMaps", "simulate_convergence_maps"]
+__all__ = [
+    "ConvergenceMaps",
+    "simulate_convergence_maps",
+    "simulate_cosmology_map",
+    "PRIOR_BOX",
+    "convergence_cl",
+    "lognormal_shift",
+    "latin_hypercube",
+    "simulate_prior_maps",
+    "simulate_fisher_maps",
+]

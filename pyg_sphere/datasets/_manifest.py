@@ -1,10 +1,13 @@
 """The manifest of a map collection, ``raw/manifest.csv``: its columns, reader and writer.
 
-One row per map: ``file`` (relative to ``raw/``) and ``label`` (the map's class: an integer or
-any string) are required, ``omega_m``, ``sigma_8`` and ``split`` (one of :data:`SPLITS`) are
-optional; other columns are ignored. The file is UTF-8 (a byte-order mark, as spreadsheets
-write it, is accepted). :func:`~pyg_sphere.datasets.simulate_convergence_maps` writes it and
-:class:`~pyg_sphere.datasets.ConvergenceMaps` reads it.
+One row per map: ``file`` (relative to ``raw/``) is required; ``label`` (the map's class: an
+integer or any string), ``omega_m``, ``sigma_8`` and ``split`` (one of :data:`SPLITS`) are
+optional; other columns are ignored. A manifest without a ``label`` column describes maps
+without classes (regression of the parameters): every row's label is ``None``. The file is
+UTF-8 (a byte-order mark, as spreadsheets write it, is accepted). The simulators
+(:func:`~pyg_sphere.datasets.simulate_convergence_maps`, and the designs of
+:mod:`~pyg_sphere.datasets.designs`) write it and :class:`~pyg_sphere.datasets.ConvergenceMaps`
+reads it.
 """
 
 from __future__ import annotations
@@ -57,11 +60,14 @@ def check_split_fractions(split_fractions) -> tuple[float, float, float]:
     return fractions  # type: ignore[return-value]
 
 
-def write_manifest(path, rows: Iterable[Sequence]) -> None:
-    """Writes :data:`MANIFEST_COLUMNS` and :obj:`rows` to :obj:`path` atomically."""
+def write_manifest(
+    path, rows: Iterable[Sequence], columns: Sequence[str] = MANIFEST_COLUMNS
+) -> None:
+    """Writes the header :obj:`columns` (default :data:`MANIFEST_COLUMNS`) and :obj:`rows` to
+    :obj:`path` atomically."""
     with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerow(columns)
         writer.writerows(rows)
 
 
@@ -71,14 +77,16 @@ def read_manifest(
     """Reads and validates a manifest; assigns a split to every map.
 
     Labels are integers when every label of the file is one (``-1``, ``7``), else strings
-    (``lcdm``, ``0.3``). Without a ``split`` column, the maps of each class are split by a
-    permutation seeded with :obj:`split_seed`, in the proportions :obj:`split_fractions`
-    (train, val, test).
+    (``lcdm``, ``0.3``), and ``None`` for every row when the file has no ``label`` column.
+    Without a ``split`` column, the maps of each class (all maps, without labels) are split
+    by a permutation seeded with :obj:`split_seed`, in the proportions
+    :obj:`split_fractions` (train, val, test).
 
     Returns:
         One dict per map, in manifest order, with keys ``file``, ``line`` (line number in the
         file where the row starts, header = 1), ``label`` (int or str, the same type for all
-        rows), ``omega_m``, ``sigma_8`` (float, NaN when absent) and ``split``.
+        rows, or ``None`` for all), ``omega_m``, ``sigma_8`` (float, NaN when absent) and
+        ``split``.
     """
     header, raw_rows = _read_csv(path)
     rows, seen = [], {}
@@ -92,7 +100,7 @@ def read_manifest(
             )
         seen[key] = line
         rows.append(row)
-    if all(_INTEGER.fullmatch(r["label"]) for r in rows):
+    if "label" in header and all(_INTEGER.fullmatch(r["label"]) for r in rows):
         for r in rows:
             r["label"] = int(r["label"])
     if "split" not in header:
@@ -105,7 +113,7 @@ def _read_csv(path: str) -> tuple[list[str], list[tuple[int, dict]]]:
     if not osp.isfile(path):
         raise FileNotFoundError(
             f"{path} not found: put the maps in {osp.dirname(path)} with a {MANIFEST} listing "
-            "them (header: file,label[,omega_m,sigma_8,split])"
+            "them (header: file[,label,omega_m,sigma_8,split])"
         )
     with open(path, "rb") as f:
         content = f.read()
@@ -122,11 +130,11 @@ def _read_csv(path: str) -> tuple[list[str], list[tuple[int, dict]]]:
     if not records:
         raise ValueError(f"{path} is empty: its first line must be the header file,label,...")
     header = [h.strip() for h in records[0][1]]
-    missing = [c for c in ("file", "label") if c not in header]
-    if missing:
+    if "file" not in header:
         raise ValueError(
-            f"{path}: the header must name the columns 'file' and 'label' (optional: "
-            f"omega_m, sigma_8, split), found {header}; missing {missing}"
+            f"{path}: the header must name the columns 'file' and 'label' (or 'file' alone, "
+            f"for maps without classes; optional: omega_m, sigma_8, split), found {header}; "
+            "missing 'file'"
         )
     twice = sorted({h for h in header if h and header.count(h) > 1})
     if twice:
@@ -174,10 +182,16 @@ def _parse_row(line: int, values: dict, header: list[str]) -> dict:
     row = {"file": values["file"], "line": line}
     if not row["file"]:
         raise ValueError(f"raw/{MANIFEST} line {line}: empty 'file' entry")
-    label = values.get("label", "")
-    if label == "":
-        raise ValueError(f"{where(row)}: missing label; give every map its class")
-    row["label"] = label
+    if "label" in header:
+        label = values["label"]
+        if label == "":
+            raise ValueError(
+                f"{where(row)}: missing label; give every map its class, or drop the label "
+                "column for maps without classes"
+            )
+        row["label"] = label
+    else:
+        row["label"] = None
     for key in ("omega_m", "sigma_8"):
         value = values.get(key, "")
         try:
@@ -193,15 +207,16 @@ def _parse_row(line: int, values: dict, header: list[str]) -> dict:
 
 def class_index(rows: list[dict]) -> tuple[list, dict]:
     """The classes of a manifest's rows in sorted order (integers numerically, strings
-    lexicographically) and the map from each label to its index 0 ... C-1."""
-    classes = sorted({r["label"] for r in rows})
+    lexicographically) and the map from each label to its index 0 ... C-1 (none when the
+    manifest has no labels)."""
+    classes = sorted({r["label"] for r in rows if r["label"] is not None})
     return classes, {c: i for i, c in enumerate(classes)}
 
 
 def _assign_splits(rows: list[dict], split_fractions: Sequence[float], split_seed: int) -> None:
     fractions = np.asarray(split_fractions, dtype=float)
     rng = np.random.default_rng(split_seed)
-    for label in class_index(rows)[0]:
+    for label in class_index(rows)[0] or [None]:  # without labels: all maps, one group
         members = [r for r in rows if r["label"] == label]
         n = len(members)
         n_val, n_test = (int(round(f * n)) for f in fractions[1:])

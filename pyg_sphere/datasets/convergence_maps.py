@@ -58,16 +58,20 @@ class ConvergenceMaps(Dataset):
     **Raw data** in ``root/raw/``: FITS maps written by healpy (ordering from the ``ORDERING``
     keyword; column ``field`` of a multi-column file) or ``.npy``/``.npz`` arrays (ordering given
     by ``npy_nest``), of a power-of-2 nside, and ``manifest.csv`` with the columns ``file,label``
-    and optionally ``omega_m,sigma_8,split`` (``train``, ``val`` or ``test``). Without a
-    ``split`` column, maps are split per class by a seeded permutation. Splits are always by
-    map: the patches of one map never appear in two splits. Unobserved pixels are
-    ``healpy.UNSEEN``. Errors name the file and its line in the manifest.
+    (``label`` may be left out, see below) and optionally ``omega_m,sigma_8,split``
+    (``train``, ``val`` or ``test``). Without a ``split`` column, maps are split per class by a
+    seeded permutation. Splits are always by map: the patches of one map never appear in two
+    splits. Unobserved pixels are ``healpy.UNSEEN``. Errors name the file and its line in the
+    manifest.
 
     **Labels** may be any integers or strings: the classes are the distinct labels in sorted
     order (numerically if all are integers, else as strings), available as :attr:`classes`, and
     ``y`` holds the index of a map's class in that list (0 ... C-1, as a loss expects), like
     torchvision's ``ImageFolder``: labels ``{0, 5}`` give ``classes == [0, 5]``, ``y`` 0 and 1;
-    :attr:`class_to_idx` maps a label to its index.
+    :attr:`class_to_idx` maps a label to its index. A manifest without a ``label`` column holds
+    maps without classes, for regression of ``omega_m`` and ``sigma_8`` (as
+    :func:`~pyg_sphere.datasets.simulate_prior_maps` writes): :attr:`classes` is then empty and
+    every sample's ``y`` is -1.
 
     **Processing**, done once and cached in ``root/processed/<folder named by the options>/``:
     per map, remove the mean (over observed pixels), optionally smooth with a Gaussian beam,
@@ -85,8 +89,8 @@ class ConvergenceMaps(Dataset):
     ``docs/data.md`` for the layout, the processing and why every sample shares one graph.
 
     Each item is a :class:`~torch_geometric.data.Data` with ``x`` (the patch's pixel values in
-    nested order), ``y`` (class index), ``omega_m``, ``sigma_8``, ``map_id`` (row of the map in
-    the manifest, 0-based) and ``patch_id`` (the sample's HEALPix ids are
+    nested order), ``y`` (class index, -1 without labels), ``omega_m``, ``sigma_8``, ``map_id``
+    (row of the map in the manifest, 0-based) and ``patch_id`` (the sample's HEALPix ids are
     ``patch_id * N + arange(N)``). **Which loader:** items carry no ``edge_index`` by default,
     because every sample uses :attr:`graph`, the graph of patch 0;
     :class:`~pyg_sphere.loader.SharedGraphLoader` batches them as x [B, N, F] on that graph and
@@ -480,7 +484,7 @@ class ConvergenceMaps(Dataset):
                 nside = self._target_nside(map_nside, row, first)
                 if map_nside < nside:
                     upgraded.setdefault(map_nside, []).append(where(row))
-                y = class_to_idx[row["label"]]
+                y = -1 if row["label"] is None else class_to_idx[row["label"]]
                 if not self._add_map(writer, m, nest, nside, row, map_id, y):
                     masked.append(row)
             if upgraded:

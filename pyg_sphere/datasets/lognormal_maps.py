@@ -35,6 +35,10 @@ transferred to each cosmology by the ratio of empty-beam convergences
 :math:`0.0218` for model 2. Running the simulator needs no cosmology code and
 downloads nothing.
 
+Maps at any (Omega_m, sigma_8) of the prior box come from
+:func:`simulate_cosmology_map`, with spectra and shifts interpolated by
+:mod:`~pyg_sphere.datasets.convergence_spectra` (same physics, same shift definition).
+
 Randomness comes only from :class:`numpy.random.Generator` objects (never
 numpy's or healpy's global state): map ``i`` of class ``label`` of a
 collection made with ``seed`` uses ``map_rng(seed, label, i)``.
@@ -52,6 +56,7 @@ from .._io import atomic_path
 from .._validate import check_int, check_nside, check_positive
 from ..cache import memoize
 from ._manifest import MANIFEST, MANIFEST_COLUMNS, SPLITS, check_split_fractions, write_manifest
+from .convergence_spectra import _check_cosmology, _table_lmax, convergence_cl, lognormal_shift
 
 __all__ = [
     "CosmologyModel",
@@ -59,8 +64,10 @@ __all__ = [
     "lognormal_gaussian_cl",
     "gaussian_alm",
     "lognormal_map",
+    "gaussian_map",
     "map_rng",
     "simulate_convergence_map",
+    "simulate_cosmology_map",
     "simulate_convergence_maps",
     "MANIFEST_COLUMNS",
 ]
@@ -301,15 +308,48 @@ def lognormal_map(
     """
     clg = _check_cl(gaussian_cl, "gaussian_cl")
     shift = check_positive("shift", shift)
-    nside = check_nside(nside)
+    g = _synthesize(clg, check_nside(nside), rng)
     lmax = clg.size - 1
-    alm = gaussian_alm(clg, rng)
-    g = hp.alm2map(alm, nside, lmax=lmax, mmax=lmax, pixwin=False)
     var_g = float(np.sum((2 * np.arange(lmax + 1) + 1) * clg) / (4 * np.pi))
     g -= 0.5 * var_g
     np.expm1(g, out=g)
     g *= shift
     return hp.reorder(g, r2n=True) if nest else g
+
+
+def _synthesize(cl: np.ndarray, nside: int, rng: np.random.Generator) -> np.ndarray:
+    """A Gaussian field of spectrum ``cl`` (checked) at the RING pixel centres."""
+    lmax = cl.size - 1
+    alm = gaussian_alm(cl, rng)
+    return hp.alm2map(alm, nside, lmax=lmax, mmax=lmax, pixwin=False)
+
+
+def gaussian_map(cl, nside: int, rng: np.random.Generator, *, nest: bool = False) -> np.ndarray:
+    """One isotropic Gaussian HEALPix map of spectrum ``cl`` (no lognormal transform).
+
+    The harmonic coefficients are :func:`gaussian_alm`'s, so with the same generator state
+    two spectra give maps whose coefficients differ exactly by the factor
+    ``sqrt(cl_a / cl_b)``; synthesised with ``hp.alm2map`` (``pixwin=False``, band limit
+    ``len(cl) - 1``).
+
+    Args:
+        cl: spectrum C_ell, ell = 0 ... lmax.
+        nside: HEALPix resolution (power of two).
+        rng: the source of randomness.
+        nest: return the map in NESTED ordering (default RING).
+
+    Returns:
+        float64 array ``[12 * nside**2]``.
+
+    Example:
+        >>> import numpy as np
+        >>> m = gaussian_map(np.r_[0, 0, np.full(46, 1e-6)], 16, np.random.default_rng(1))
+        >>> m.shape, bool(abs(m.mean()) < 0.1 * m.std())
+        ((3072,), True)
+    """
+    cl = _check_cl(cl)
+    m = _synthesize(cl, check_nside(nside), rng)
+    return hp.reorder(m, r2n=True) if nest else m
 
 
 def map_rng(seed: int, label: int, index: int) -> np.random.Generator:
@@ -380,11 +420,78 @@ def simulate_convergence_map(
     nside = check_nside(nside)
     if label not in (0, 1) or isinstance(label, bool):
         raise ValueError(f"label must be 0 or 1, got {label!r}")
-    if not isinstance(rng, np.random.Generator):
-        rng = np.random.default_rng(check_int("rng seed", rng, 0))
+    rng = _as_rng(rng)
     lmax = _resolve_lmax(nside, lmax, cosmology_models()[0].lmax)
     clg = _model_gaussian_cl(bool(power_matched), int(label), lmax)
     return lognormal_map(clg, cosmology_models(power_matched)[label].shift, nside, rng, nest=nest)
+
+
+@memoize("cosmology_gaussian_cl", limit=16 << 20)
+def _cosmology_gaussian_cl(omega_m: float, sigma_8: float, lmax: int, gaussian: bool) -> np.ndarray:
+    """Spectrum of the Gaussian field behind a map of this cosmology (read-only): C_ell
+    itself for a Gaussian map, else the lognormal transform's."""
+    cl = convergence_cl(omega_m, sigma_8, lmax)
+    if not gaussian:
+        cl = lognormal_gaussian_cl(cl, lognormal_shift(omega_m), lmax)
+    cl.flags.writeable = False
+    return cl
+
+
+def _as_rng(rng) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(check_int("rng seed", rng, 0))
+
+
+def simulate_cosmology_map(
+    nside: int,
+    omega_m: float,
+    sigma_8: float,
+    *,
+    rng=0,
+    gaussian: bool = False,
+    lmax: int | None = None,
+    nest: bool = False,
+) -> np.ndarray:
+    """One convergence map at any (Omega_m, sigma_8) of the tabulated range.
+
+    The spectrum is :func:`~pyg_sphere.datasets.convergence_spectra.convergence_cl` and the
+    map a shifted lognormal field of shift
+    :func:`~pyg_sphere.datasets.convergence_spectra.lognormal_shift` (as
+    :func:`simulate_convergence_map`), or, with ``gaussian=True``, a Gaussian field of that
+    spectrum (:func:`gaussian_map`). The Gaussian field's spectrum is computed once per
+    cosmology and band limit, then cached.
+
+    The generator's draws are the unit-variance harmonic coefficients, scaled by the
+    cosmology's Gaussian spectrum: maps of different cosmologies made from generators in the
+    same state share one realisation (common random numbers, for finite differences).
+
+    Args:
+        nside: HEALPix resolution (power of two).
+        omega_m: matter density parameter, in [0.12, 0.48].
+        sigma_8: amplitude of matter fluctuations, in [0.45, 1.15].
+        rng: a :class:`numpy.random.Generator` or an integer seed for one.
+        gaussian: a Gaussian field instead of the shifted lognormal one.
+        lmax: band limit of the Gaussian field (default ``3 * nside - 1``, at most 6144).
+        nest: NESTED ordering (default RING).
+
+    Returns:
+        float64 array ``[12 * nside**2]`` of convergence values.
+
+    Example:
+        >>> m = simulate_cosmology_map(16, 0.2, 1.0, rng=0)
+        >>> g = simulate_cosmology_map(16, 0.2, 1.0, rng=0, gaussian=True)
+        >>> m.shape, bool(m.min() > -lognormal_shift(0.2)), bool(g.min() < m.min())
+        ((3072,), True, True)
+    """
+    nside = check_nside(nside)
+    rng = _as_rng(rng)
+    lmax = _resolve_lmax(nside, lmax, _table_lmax())
+    omega_m, sigma_8 = _check_cosmology(omega_m, sigma_8)
+    clg = _cosmology_gaussian_cl(omega_m, sigma_8, lmax, bool(gaussian))
+    if gaussian:
+        return gaussian_map(clg, nside, rng, nest=nest)
+    return lognormal_map(clg, lognormal_shift(omega_m), nside, rng, nest=nest)
 
 
 def _split_counts(n: int, fractions) -> list[int]:

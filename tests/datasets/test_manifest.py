@@ -8,6 +8,7 @@ from pyg_sphere.datasets._manifest import (
     MANIFEST_COLUMNS,
     SPLITS,
     check_split_fractions,
+    class_index,
     read_manifest,
     write_manifest,
 )
@@ -126,3 +127,22 @@ def test_excel_manifest_with_bom_and_crlf(tmp_path):
 def test_garbage_manifests(tmp_path, text, match):
     with pytest.raises(ValueError, match=match):
         _read(tmp_path, text)
+
+
+def test_manifest_without_labels(tmp_path):
+    text = "file,omega_m,sigma_8\n" + "".join(f"m{i}.fits,0.3,0.8\n" for i in range(10))
+    rows = _read(tmp_path, text, split_fractions=(0.6, 0.2, 0.2), split_seed=1)
+    assert all(r["label"] is None for r in rows)
+    assert sorted(r["split"] for r in rows) == ["test"] * 2 + ["train"] * 6 + ["val"] * 2
+    assert class_index(rows) == ([], {})
+    assert rows[0]["omega_m"] == 0.3
+    path = tmp_path / "written.csv"
+    columns = ("file", "omega_m", "sigma_8", "split")
+    write_manifest(path, [("a.fits", 0.3, 0.8, "val")], columns=columns)
+    rows = read_manifest(str(path))
+    assert [(r["file"], r["label"], r["split"]) for r in rows] == [("a.fits", None, "val")]
+
+
+def test_manifest_needs_a_file_column(tmp_path):
+    with pytest.raises(ValueError, match=r"must name the columns 'file' and 'label' \(or 'file'"):
+        _read(tmp_path, "name,omega_m\na.fits,0.3\n")
