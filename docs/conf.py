@@ -63,7 +63,7 @@ toc_object_entries_show_parents = "hide"
 sphinx_gallery_conf = {
     "examples_dirs": "../examples",
     "gallery_dirs": "auto_examples",
-    "filename_pattern": r"^(?!.*reproduce_paper\.py$)",
+    "filename_pattern": r"^(?!.*(reproduce_paper|infer_cosmo)\.py$)",
     "reset_argv": "gallery.reset_argv",
     "within_subsection_order": "FileNameSortKey",
     "abort_on_example_error": True,  # a broken example fails the build, not just its page

@@ -2,12 +2,13 @@
 
 The layers of the package, each built on the ones before it: :mod:`pyg_sphere.graph` (HEALPix
 graphs), :mod:`pyg_sphere.nn` (convolution, pooling, models), :mod:`pyg_sphere.datasets`,
-:mod:`pyg_sphere.loader` and :mod:`pyg_sphere.transforms` (data), :mod:`pyg_sphere.baselines`;
+:mod:`pyg_sphere.loader` and :mod:`pyg_sphere.transforms` (data), :mod:`pyg_sphere.baselines`
+and :mod:`pyg_sphere.inference` (classical statistics, Fisher forecasts);
 :mod:`pyg_sphere.cache` holds every cache. Command-line programs live beside the library, in
 :mod:`pyg_sphere.apps`, which the library never imports.
 """
 
-from . import baselines, cache, checkpoint, datasets, graph, loader, nn, transforms
+from . import baselines, cache, checkpoint, datasets, graph, inference, loader, nn, transforms
 from .equivariance import equivariance_error
 from .graph import (
     close_hierarchy,
@@ -28,6 +29,7 @@ __all__ = [
     "checkpoint",
     "datasets",
     "graph",
+    "inference",
     "loader",
     "nn",
     "transforms",

@@ -48,6 +48,7 @@ def test_every_example_is_tested():
         "masked_region.py",
         "measure_equivariance.py",
         "reproduce_paper.py",
+        "infer_cosmo.py",
     }
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
@@ -204,3 +205,35 @@ def test_reproduce_paper(tmp_path):
     assert json.loads((tmp_path / "run" / "results.json").read_text()) == state
     assert table_rows((tmp_path / "docs" / "other.md").read_text(), ("1", "2")) == rows
     assert (tmp_path / "docs" / "other_accuracy.png").read_bytes()[:8] == PNG
+
+
+def test_infer_cosmo(tmp_path):
+    args = ["--nside", 16, "--n-prior", 24, "--n-fisher", 12, "--epochs", 1, "--epochs-first", 1]
+    args += ["--noise", 0, 2]
+    args += ["--bootstrap", 20, "--threads", 1, "--data-dir", tmp_path / "data"]
+    args += ["--out", tmp_path / "run", "--docs", tmp_path / "page.md"]
+    out = run_example("infer_cosmo.py", *args, cwd=tmp_path)
+    state = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(state["levels"]) == {"lognormal|0", "lognormal|2", "gaussian|0"}
+    summaries = ("power spectrum", "histogram", "peaks", "power spectrum + peaks", "DeepSphere")
+    assert tuple(state["levels"]["lognormal|2"]["summaries"]) == summaries[:4] + ("DeepSphere",)
+    assert tuple(state["levels"]["gaussian|0"]["summaries"]) == ("power spectrum", "DeepSphere")
+    rows = table_rows(out, ("lognormal", "gaussian"))
+    assert len(rows) == 2 * 5 + 2
+    for row in rows:
+        r = state["levels"][f"{row[0]}|{row[1]}"]["summaries"][row[2]]
+        assert row[5].startswith(f"{r['fom']:.0f} ")
+        assert float(row[3].split()[0]) == pytest.approx(r["sigma"][0], abs=1e-4)
+        assert r["fom"] > 0 and all(s > 0 for s in r["sigma"])
+    # noise costs information for the power spectrum
+    ps = [state["levels"][f"lognormal|{n}"]["summaries"]["power spectrum"]["fom"] for n in (0, 2)]
+    assert ps[0] > ps[1]
+    assert "Sanity, Gaussian maps" in out and "goal" in out
+    page = (tmp_path / "page.md").read_text()
+    assert "python examples/infer_cosmo.py --nside 16" in page and "| lognormal | 2 |" in page
+    assert (tmp_path / "page_ellipses.png").read_bytes()[:8] == PNG
+
+    # A second run finds every level in results.json and trains nothing again.
+    again = run_example("infer_cosmo.py", *args, cwd=tmp_path)
+    assert "resuming: 3 levels" in again and "epoch" not in again
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["levels"] == state["levels"]
