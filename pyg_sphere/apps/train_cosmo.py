@@ -181,6 +181,12 @@ def _add_model_options(group) -> None:
         default="fcn",
         help="fcn: Chebyshev layer + global average (default); cnn: linear",
     )
+    group.add_argument(
+        "--pool",
+        choices=("max", "mean"),
+        default="max",
+        help="pooling by 4 between levels: max (the paper's, default) or mean",
+    )
     group.add_argument("--dropout", type=float, default=0.0)
 
 
@@ -393,7 +399,7 @@ def build_model(args, dataset: ConvergenceMaps) -> DeepSphere:
         pixels=dataset.patch_pixels(0),
         channels=tuple(args.channels),
         K=args.K,
-        pool="max",
+        pool=args.pool,
         head=args.head,
         num_neighbors=args.num_neighbors,
         batch_norm=True,

@@ -290,3 +290,10 @@ def test_functions_of_a_run(data_dir, tmp_path):
     metrics = train_cosmo.finish(state, seconds=0.0)
     assert metrics["test_count"] == len(state.splits["test"])
     assert json.loads((tmp_path / "metrics.json").read_text())["history"] == [row]
+
+
+def test_pool_option_reaches_the_model_and_its_checkpoint(data_dir, tmp_path):
+    assert train_cosmo.build_parser().parse_args([]).pool == "max"
+    fit(data_dir, tmp_path / "mean", "--epochs", "1", "--pool", "mean")
+    model = model_from_checkpoint(load_checkpoint(str(tmp_path / "mean" / "best.pt")))
+    assert model.config["pool"] == "mean"
