@@ -144,3 +144,28 @@ def check_memory(what: str, needed: int, hint: str) -> None:
             f"{what} needs about {needed / 2**30:.1f} GiB at its peak but {available / 2**30:.1f} "
             f"GiB are available: {hint}"
         )
+
+
+def check_ell_bins(bins, lmax: int, name: str = "bins") -> np.ndarray:
+    """Multipole bin edges as int64 ``[num_bins + 1]`` (bin ``i`` covers ``edges[i] <= ell <
+    edges[i + 1]``): :obj:`bins` is a number of equal-width bins over ``0 ... lmax``, or the
+    edges themselves, increasing integers within ``[0, lmax + 1]``."""
+    if np.ndim(bins) == 0:
+        num = int(bins)
+        if num < 1 or num > lmax + 1:
+            raise ValueError(f"`{name}` must be between 1 and lmax + 1 = {lmax + 1}, got {bins}.")
+        return np.arange(num + 1, dtype=np.int64) * (lmax + 1) // num
+    edges = np.asarray(bins)
+    if (
+        edges.ndim != 1
+        or len(edges) < 2
+        or not np.issubdtype(edges.dtype, np.integer)
+        or (np.diff(edges) <= 0).any()
+        or edges[0] < 0
+        or edges[-1] > lmax + 1
+    ):
+        raise ValueError(
+            f"`{name}` as edges must be increasing integers within [0, lmax + 1 = "
+            f"{lmax + 1}], at least two, got {bins!r}."
+        )
+    return edges.astype(np.int64)

@@ -17,7 +17,7 @@ import healpy as hp
 import numpy as np
 
 from .. import cache
-from .._validate import check_int, check_nside, check_positive
+from .._validate import check_ell_bins, check_int, check_nside, check_positive
 
 __all__ = [
     "power_spectrum",
@@ -171,7 +171,7 @@ def power_spectrum(
     x = as_samples(x)
     pixels = check_patch_pixels(nside, pixels, x.shape[1])
     lmax = 3 * nside - 1 if lmax is None else check_int("lmax", lmax, 0)
-    edges = _ell_bin_edges(bins, lmax)
+    edges = None if bins is None else check_ell_bins(bins, lmax)
 
     # Writing the patch straight at its RING positions is the same as filling a
     # nested map and calling hp.reorder(..., n2r=True), without the full copy.
@@ -188,30 +188,6 @@ def power_spectrum(
     # Mean of the weighted spectrum in each bin, via cumulative sums.
     csum = np.concatenate([np.zeros((len(cls), 1)), np.cumsum(cls, axis=1)], axis=1)
     return (csum[:, edges[1:]] - csum[:, edges[:-1]]) / np.diff(edges)
-
-
-def _ell_bin_edges(bins, lmax: int) -> np.ndarray | None:
-    if bins is None:
-        return None
-    if np.ndim(bins) == 0:
-        num = int(bins)
-        if num < 1 or num > lmax + 1:
-            raise ValueError(f"`bins` must be between 1 and lmax + 1 = {lmax + 1}, got {bins}.")
-        return np.arange(num + 1, dtype=np.int64) * (lmax + 1) // num
-    edges = np.asarray(bins)
-    if (
-        edges.ndim != 1
-        or len(edges) < 2
-        or not np.issubdtype(edges.dtype, np.integer)
-        or (np.diff(edges) <= 0).any()
-        or edges[0] < 0
-        or edges[-1] > lmax + 1
-    ):
-        raise ValueError(
-            "`bins` as edges must be increasing integers within [0, lmax + 1 = "
-            f"{lmax + 1}], at least two, got {bins!r}."
-        )
-    return edges.astype(np.int64)
 
 
 def histogram_edges(

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from .._validate import check_positive
+from .._validate import check_ell_bins, check_positive
 
 __all__ = [
     "fisher_matrix",
@@ -246,18 +246,10 @@ def gaussian_cl_fisher(cl_derivatives, cl, noise_cl=0.0, f_sky: float = 1.0, bin
     if f_sky > 1:
         raise ValueError(f"f_sky must be in (0, 1], got {f_sky}")
     ell = np.arange(lmax + 1)
-    edges = np.arange(2, lmax + 2) if bin_edges is None else np.asarray(bin_edges)
-    if (
-        edges.ndim != 1
-        or len(edges) < 2
-        or not np.issubdtype(edges.dtype, np.integer)
-        or (np.diff(edges) <= 0).any()
-        or edges[0] < 0
-        or edges[-1] > lmax + 1
-    ):
-        raise ValueError(
-            f"bin_edges must be increasing integers within [0, {lmax + 1}], got {bin_edges!r}"
-        )
+    if bin_edges is None:
+        edges = np.arange(2, lmax + 2)
+    else:
+        edges = check_ell_bins(np.asarray(bin_edges), lmax, "bin_edges")
     var = 2 * (cl + noise) ** 2 / ((2 * ell + 1) * f_sky)
     weight = (ell * (ell + 1.0)).astype(np.float64)
     p = dcl.shape[0]
