@@ -73,7 +73,7 @@ STEPS = (0.02, 0.02)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[3])
+    p = argparse.ArgumentParser(description=__doc__ and __doc__.split("\n\n")[1])
     p.add_argument("--nside", type=int, default=64)
     p.add_argument("--order", type=int, default=1, help="patch order: 12 order^2 patches per map")
     p.add_argument("--n-prior", type=int, default=400, help="maps of the prior design")

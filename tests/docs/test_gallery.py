@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
-NOT_RUN = {"reproduce_paper.py"}  # minutes to hours: shown without running
+NOT_RUN = {"reproduce_paper.py", "infer_cosmo.py"}  # minutes to hours: shown without running
 
 
 def _gallery():
