@@ -237,3 +237,23 @@ def test_infer_cosmo(tmp_path):
     again = run_example("infer_cosmo.py", *args, cwd=tmp_path)
     assert "resuming: 3 levels" in again and "epoch" not in again
     assert json.loads((tmp_path / "run" / "results.json").read_text())["levels"] == state["levels"]
+    # Without the levels, the summaries are computed again and the trained networks reused:
+    # the same figures, no training.
+    (tmp_path / "run" / "results.json").write_text(json.dumps(dict(state, levels={})))
+    third = run_example("infer_cosmo.py", *args, cwd=tmp_path)
+    assert "trained earlier" in third and "epoch" not in third
+    redone = json.loads((tmp_path / "run" / "results.json").read_text())["levels"]
+    for key, level in state["levels"].items():
+        for name, r in level["summaries"].items():
+            assert redone[key]["summaries"][name]["fom"] == pytest.approx(r["fom"], rel=1e-6)
+    # Other options refuse the results made with these.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "infer_cosmo.py"), *map(str, args), "--lr", "0.5"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "other options" in proc.stderr
