@@ -3,6 +3,7 @@
 import copy
 import hashlib
 import math
+import mmap
 import os
 from typing import Optional
 
@@ -67,17 +68,48 @@ def _v1_mean_d2(nside: int) -> float:
     return total / count
 
 
-def _neighbours(nside, pix_nest, k, variant):
-    """Directed neighbour lists (nested ids, -1 where missing) and squared distances."""
+def _neighbours(nside, pix_nest, k, variant, out):
+    """Fills `out` with the directed neighbour lists (nested ids, -1 where missing) and the
+    squared distances."""
     if variant == "v2":
-        return healpix_knn(nside, pix_nest, k)
-    nbr = hp.get_all_neighbours(nside, pix_nest, nest=True).T  # [n, 8]
-    valid = nbr >= 0
-    diff = (
-        np.stack(hp.pix2vec(nside, np.where(valid, nbr, 0), nest=True), -1)
-        - np.stack(hp.pix2vec(nside, pix_nest, nest=True), -1)[:, None]
-    )
-    return np.where(valid, nbr, -1), (diff**2).sum(-1)
+        healpix_knn(nside, pix_nest, k, out=out)
+        return
+    nbr, d2 = out
+    for r0, r1 in _blocks(len(pix_nest)):
+        pix = pix_nest[r0:r1]
+        block = hp.get_all_neighbours(nside, pix, nest=True).T  # [n, 8]
+        valid = block >= 0
+        diff = (
+            np.stack(hp.pix2vec(nside, np.where(valid, block, 0), nest=True), -1)
+            - np.stack(hp.pix2vec(nside, pix, nest=True), -1)[:, None]
+        )
+        nbr[r0:r1], d2[r0:r1] = np.where(valid, block, -1), (diff**2).sum(-1)
+
+
+class _Scratch:
+    """A temporary array in its own anonymous memory map, whose pages go back to the system
+    range by range as they are consumed: numpy frees only whole arrays, so the neighbour lists
+    would otherwise stay resident until the edge list that replaces them is complete."""
+
+    def __init__(self, shape, dtype):
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape))
+        # Private: released pages are freed (those of a shared map would stay in memory).
+        private = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
+        self._map = mmap.mmap(-1, max(1, count * dtype.itemsize), **private)
+        self.array = np.frombuffer(self._map, dtype=dtype, count=count).reshape(shape)
+
+    def release_rows(self, r0, r1):
+        """Hands back the pages that lie wholly within rows r0 to r1 (their data is lost)."""
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        if advice is None or not hasattr(self._map, "madvise"):
+            return
+        row, page = self.array.strides[0], mmap.PAGESIZE
+        start = -(-r0 * row // page) * page
+        # The map's last page holds nothing else: it goes with the last rows.
+        stop = len(self._map) if r1 == len(self.array) else r1 * row // page * page
+        if stop > start:
+            self._map.madvise(advice, start, stop - start)
 
 
 _ROWS = 1 << 17  # rows per block: keeps the temporaries of each step in cache
@@ -87,11 +119,12 @@ def _blocks(n):
     return [(r0, min(n, r0 + _ROWS)) for r0 in range(0, n, _ROWS)]
 
 
-def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn):
+def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn, release=None):
     """Union-symmetrises directed neighbour lists into a coalesced ``edge_index`` and weights.
 
     `col` [n, k] holds local neighbour ids (n where there is none), `d2` the squared distances;
-    both are modified in place. Rather than sorting all E edges (what scipy's
+    both are modified in place, and ``release(r0, r1)`` (if given) is called once rows r0 to
+    r1 of both are no longer needed. Rather than sorting all E edges (what scipy's
     ``A.maximum(A.T)`` costs), each row is sorted on its own and the few missing reverse edges
     (j -> i with i not among j's neighbours) are merged in, block by block.
     """
@@ -125,8 +158,11 @@ def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn):
     order = np.lexsort((extra_col, extra_row))
     extra_row, extra_col, extra_d2 = extra_row[order], extra_col[order], extra_d2[order]
 
-    counts = (col < n).sum(1) + np.bincount(extra_row, minlength=n)
-    indptr = np.concatenate([[0], np.cumsum(counts)])
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    for r0, r1 in blocks:  # row lengths, block by block (no [n, k] temporaries)
+        indptr[r0 + 1 : r1 + 1] = (col[r0:r1] < n).sum(1)
+    indptr[1:] += np.bincount(extra_row, minlength=n)
+    np.cumsum(indptr, out=indptr)
     edge_index = torch.empty((2, int(indptr[-1])), dtype=torch.int64)
     edge_weight = torch.empty(int(indptr[-1]), dtype=torch.float32)
     out_index, out_weight = edge_index.numpy(), edge_weight.numpy()
@@ -149,40 +185,74 @@ def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn):
             )
         e0, e1 = indptr[r0], indptr[r1]
         out_index[0, e0:e1], out_index[1, e0:e1], out_weight[e0:e1] = row, c, weight_fn(dd)
+        if release is not None:
+            release(r0, r1)
 
     parallel_map(write, range(len(blocks)), work)
     return edge_index, edge_weight
 
 
-def _build(nside, pixels, k, nest, sigma, variant):
-    npix = 12 * nside**2
-    node_pix = np.arange(npix) if pixels is None else pixels
+def _edges(nside, node_pix, pixels, k, nest, variant, scale):
+    """The symmetric edge list and weights :math:`\\exp(scale \\, d^2)` of the nodes."""
     n = len(node_pix)
     pix_nest = node_pix if nest else hp.ring2nest(nside, node_pix)
-    nbr, d2 = _neighbours(nside, pix_nest, k, variant)
-    d2 = d2.astype(np.float32, copy=False)
-    if not nest:
-        nbr = np.where(nbr >= 0, hp.nest2ring(nside, np.maximum(nbr, 0)), -1)
+    # The directed lists, in scratch memory handed back block by block as the edge list
+    # fills: the build peaks at about the size of the graph it returns.
+    index_dtype = np.int32 if max(12 * nside**2, n) < 2**31 - 1 else np.int64
+    col_scratch, d2_scratch = _Scratch((n, k), index_dtype), _Scratch((n, k), np.float32)
+    col, d2 = col_scratch.array, d2_scratch.array
+    _neighbours(nside, pix_nest, k, variant, (col, d2))
+    del pix_nest
 
-    # Keep the edges whose both ends are nodes: the induced subgraph of the sphere's graph.
-    if pixels is not None:
-        local = np.minimum(np.searchsorted(node_pix, nbr), n - 1)
-        nbr = np.where((node_pix[local] == nbr) & (nbr >= 0), local, -1)
-    col = np.where(nbr >= 0, nbr, n).astype(np.int32 if n < 2**31 - 1 else np.int64)
-    del nbr
+    def local_ids(block):
+        # Nested ids -> node ids, n where there is none. A region keeps the edges whose both
+        # ends are nodes: the induced subgraph of the sphere's graph.
+        r0, r1 = block
+        nbr = col[r0:r1].astype(np.int64)
+        valid = nbr >= 0
+        if not nest:
+            nbr = hp.nest2ring(nside, np.maximum(nbr, 0))
+        if pixels is not None:
+            local = np.minimum(np.searchsorted(node_pix, nbr), n - 1)
+            valid &= node_pix[local] == nbr
+            nbr = local
+        col[r0:r1] = np.where(valid, nbr, n)
 
+    parallel_map(local_ids, _blocks(n), n * k)
+
+    def release(r0, r1):
+        col_scratch.release_rows(r0, r1)
+        d2_scratch.release_rows(r0, r1)
+
+    return _symmetric_edges(col, d2, lambda d: np.exp(scale * d), release)
+
+
+def _build(nside, pixels, k, nest, sigma, variant):
+    node_pix = np.arange(12 * nside**2, dtype=np.int64) if pixels is None else pixels
+    n = len(node_pix)
     if variant == "v1":
         sigma = math.sqrt(2 * _v1_mean_d2(nside))
         scale = -1.0 / sigma**2
     else:
         scale = -math.log(2) / sigma**2
-    edge_index, edge_weight = _symmetric_edges(col, d2, lambda d: np.exp(scale * d))
-    pos = np.stack(hp.pix2vec(nside, node_pix, nest=nest), -1)
+    edge_index, edge_weight = _edges(nside, node_pix, pixels, k, nest, variant, scale)
+    # Positions block by block, straight into float32 (no [n, 3] float64 copies).
+    pos = torch.empty((n, 3), dtype=torch.float32)
+    out_pos = pos.numpy()
+
+    def positions(block):
+        r0, r1 = block
+        out_pos[r0:r1] = np.stack(hp.pix2vec(nside, node_pix[r0:r1], nest=nest), -1)
+
+    parallel_map(positions, _blocks(n), 8 * n)
+    # The full sphere's ids are ours (no copy); a region's are copied, not shared with the
+    # caller's array.
+    node_pix = torch.from_numpy(node_pix if pixels is None else node_pix.astype(np.int64))
     return Data(
         edge_index=edge_index,
         edge_weight=edge_weight,
-        pos=torch.from_numpy(pos.astype(np.float32)),
-        pixels=torch.from_numpy(node_pix.astype(np.int64)),
+        pos=pos,
+        pixels=node_pix,
         nside=nside,
         nest=nest,
         num_neighbors=k,
@@ -195,11 +265,12 @@ def _build(nside, pixels, k, nest, sigma, variant):
 def graph_memory(nside: int, num_neighbors: int = 8, num_nodes: Optional[int] = None) -> int:
     """Estimated peak bytes of building a graph: the returned Data (int64 edge indices and
     float32 weights for about ``num_neighbors + 0.6`` edges per node after symmetrisation,
-    float32 positions, int64 pixel ids) and the build's temporaries (neighbour lists, distances,
-    sort keys), measured at 0.7 times the Data on full spheres."""
+    float32 positions, int64 pixel ids) and what is left of the build's temporaries when it is
+    complete (the neighbour lists are handed back as the edge list fills): the build peaks at
+    1.07 (nside 1024) and 1.02 (nside 2048) times the Data above the interpreter's memory."""
     n = 12 * nside**2 if num_nodes is None else num_nodes
     data = n * ((num_neighbors + 0.6) * 20 + 20)
-    return int(1.7 * data)
+    return int(1.2 * data)
 
 
 def _lambda_max(data: Data, default_full_sphere: bool) -> float:

@@ -98,9 +98,12 @@ def _knn_face(nside, face, k, w):
     m = nside - 2 * w
     gx, gy = np.meshgrid(np.arange(nside), np.arange(nside), indexing="ij")
     grid_pix = hp.xyf2pix(nside, gx, gy, face, nest=True)
+    del gx, gy
     # One plane per coordinate: shifted planes subtract as contiguous blocks.
     pos = np.stack(hp.pix2vec(nside, grid_pix.ravel(), nest=True)).reshape(3, nside, nside)
-    nbr = np.empty((m, m, k), dtype=np.int64)
+    if 12 * nside**2 < 2**31:  # half the bytes of the face's neighbour lists
+        grid_pix = grid_pix.astype(np.int32)
+    nbr = np.empty((m, m, k), dtype=grid_pix.dtype)
     d2 = np.empty((m, m, k), dtype=np.float32)
     rows = max(1, _CHUNK // (m * len(dx)))
     for i0 in range(0, m, rows):
@@ -121,12 +124,12 @@ def _knn_face(nside, face, k, w):
     return nbr, d2
 
 
-def healpix_knn(nside: int, pixels: np.ndarray, k: int):
+def healpix_knn(nside: int, pixels: np.ndarray, k: int, out=None):
     """Returns the `k` nearest pixel centres (over the whole sphere) of nested `pixels`.
 
     Distances are Euclidean between unit vectors, compared in float64. Returns
     ``(neighbours [n, k] int64 nested ids, squared distances [n, k] float32)``, neighbours in
-    no particular order.
+    no particular order; or fills `out`, a pair of such arrays (the ids may be int32).
     """
     pixels = np.asarray(pixels, dtype=np.int64)
     if not 1 <= k <= min(MAX_K, 12 * nside**2 - 1):
@@ -134,8 +137,9 @@ def healpix_knn(nside: int, pixels: np.ndarray, k: int):
             f"k must be between 1 and {min(MAX_K, 12 * nside**2 - 1)} at nside={nside}, got {k}"
         )
     w = half_width(k)
-    nbr = np.empty((len(pixels), k), dtype=np.int64)
-    d2 = np.empty((len(pixels), k), dtype=np.float32)
+    if out is None:
+        out = np.empty((len(pixels), k), dtype=np.int64), np.empty((len(pixels), k), np.float32)
+    nbr, d2 = out
     x, y, face = hp.pix2xyf(nside, pixels, nest=True)
     inner = np.minimum(np.minimum(x, y), nside - 1 - np.maximum(x, y)) >= w
 
@@ -149,8 +153,11 @@ def healpix_knn(nside: int, pixels: np.ndarray, k: int):
             return
         if len(rows) > (nside - 2 * w) ** 2 // 4:  # dense: whole-face slicing is cheaper
             face_nbr, face_d2 = _knn_face(nside, f, k, w)
-            gx, gy = x[rows] - w, y[rows] - w
-            nbr[rows], d2[rows] = face_nbr[gx, gy], face_d2[gx, gy]
+            # Row by row chunks: no face-sized copies of the gathered lists.
+            for start in range(0, len(rows), _CHUNK):
+                r = rows[start : start + _CHUNK]
+                gx, gy = x[r] - w, y[r] - w
+                nbr[r], d2[r] = face_nbr[gx, gy], face_d2[gx, gy]
         else:
             nbr[rows], d2[rows] = _knn_gather(nside, pixels[rows], x[rows], y[rows], f, k, w)
 
