@@ -161,16 +161,24 @@ def scaled_laplacian(
 
 
 class ChebOperator:
-    """:math:`\\tilde{L}` as a CSR tensor (rows are target nodes, 32-bit indices where they
-    fit) and its transpose for the backward pass (the same tensor when :math:`\\tilde{L}` is
-    symmetric, which is checked, not assumed). About 8 bytes per edge and 12 per node."""
+    """:math:`\\tilde{L}` and its transpose for the backward pass, with the products of the
+    Chebyshev recursion (:meth:`apply`, :meth:`step`).
 
-    def __init__(self, edge_index: Tensor, weight: Tensor, num_nodes: int, matrix=None):
+    The general form is a CSR tensor (rows are target nodes, 32-bit indices where they fit; the
+    transpose is the same tensor when :math:`\\tilde{L}` is symmetric, which is checked, not
+    assumed): about 8 bytes per edge and 12 per node. The operator of a
+    :func:`~pyg_sphere.healpix_graph` is split (:func:`_split_laplacian`): its off-diagonal part
+    as a CSR tensor and its diagonal as a number (or a vector), which the products add in the
+    same call: 8 bytes per edge and 4 per node (8 with a diagonal vector), and faster products
+    (8 stored entries a row rather than 9 on a sphere)."""
+
+    def __init__(self, edge_index: Tensor, weight: Tensor, num_nodes: int, split=None):
         self.num_nodes = num_nodes
         self.symmetric = False
-        if matrix is not None:  # built by _canonical_laplacian, symmetric by construction
+        self.diagonal = None
+        if split is not None:  # built by _split_laplacian, symmetric by construction
             self.symmetric = True
-            self.matrix = self.matrix_t = matrix
+            self.off_diagonal, self.diagonal = split
             return
         l1, l1_t = _csr_and_transpose(edge_index[1], edge_index[0], weight, num_nodes)
         if _nearly_equal(l1, l1_t):
@@ -178,6 +186,50 @@ class ChebOperator:
             l1_t = l1
         self.matrix = l1
         self.matrix_t = l1_t
+
+    def __getattr__(self, name):
+        # The whole matrix of a split operator, for inspection only (the products use the
+        # split form): built on first access.
+        if name in ("matrix", "matrix_t") and "off_diagonal" in self.__dict__:
+            self.matrix = self.matrix_t = _with_diagonal(self.off_diagonal, self.diagonal)
+            return self.matrix
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def apply(self, x: Tensor, transpose: bool = False) -> Tensor:
+        """:math:`\\tilde{L} x` (or :math:`\\tilde{L}^\\top x`) of a 2-D :obj:`x`."""
+        if self.diagonal is None:
+            return _mm(self.matrix_t if transpose else self.matrix, x)
+        d = self.diagonal
+        if isinstance(d, float):
+            return torch.addmm(x, self.off_diagonal, x, beta=d)
+        return torch.addmm(x * d.unsqueeze(1), self.off_diagonal, x)
+
+    def step(self, x: Tensor, previous: Tensor, transpose: bool = False) -> Tensor:
+        """:math:`2 \\tilde{L} x - previous`, the step of the Chebyshev recursion, in one
+        product (no stored copy of :math:`2 \\tilde{L}`)."""
+        if self.diagonal is None:
+            return _mm2(self.matrix_t if transpose else self.matrix, x, previous)
+        d = self.diagonal
+        # previous - 2 D x, then 2 A x - (previous - 2 D x) in the product itself.
+        if isinstance(d, float):
+            rest = torch.sub(previous, x, alpha=2.0 * d)
+        else:
+            rest = torch.addcmul(previous, d.unsqueeze(1), x, value=-2.0)
+        return torch.addmm(rest, self.off_diagonal, x, beta=-1.0, alpha=2.0)
+
+
+def _with_diagonal(off_diagonal: Tensor, diagonal: Union[float, Tensor]) -> Tensor:
+    n = off_diagonal.size(0)
+    m = sp.csr_matrix(
+        (
+            off_diagonal.values().numpy(),
+            off_diagonal.col_indices().numpy(),
+            off_diagonal.crow_indices().numpy(),
+        ),
+        shape=(n, n),
+    )
+    d = np.full(n, diagonal) if isinstance(diagonal, float) else diagonal.numpy()
+    return _from_scipy((m + sp.diags(d.astype(m.dtype), format="csr")).tocsr())
 
 
 def _nearly_equal(a: Tensor, b: Tensor) -> bool:
@@ -206,40 +258,51 @@ def _csr_and_transpose(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tuple
     return _csr_torch(row, col, value, n), _csr_torch(col, row, value, n)
 
 
-def _canonical_laplacian(
+def _split_laplacian(
     edge_index: Tensor,
     edge_weight: Tensor,
     num_nodes: int,
     normalization: Optional[str],
     lambda_max: float,
     dtype: torch.dtype,
-) -> Tensor:
-    """:math:`\\tilde{L}` of a graph of :func:`~pyg_sphere.healpix_graph` in one pass over its
-    edge list, which is already in CSR order: no edge-list copies, no sort, no transpose (the
-    matrix is symmetric); the peak is about the finished matrix plus one weight per edge."""
+) -> Tuple[Tensor, Union[float, Tensor]]:
+    """:math:`\\tilde{L}` of a graph of :func:`~pyg_sphere.healpix_graph`, as its off-diagonal
+    part (a CSR tensor) and its diagonal (a number with the ``'sym'`` normalization, else the
+    vector of rescaled degrees).
+
+    The edge list is already in CSR order (sorted by row, coalesced, no self loops): one pass,
+    block by block (no edge-sized temporaries besides the matrix), no sort and no transpose
+    (the matrix is symmetric). With the diagonal apart, the products read 8 entries a row
+    rather than 9 and add the diagonal in the same call (:meth:`ChebOperator.apply`). The
+    column indices are a 32-bit copy of ``edge_index[1]`` rather than that int64 tensor itself:
+    sharing it would save 4 bytes per edge, but torch's CSR products are 2-3x slower with int64
+    indices on few channels (CPU, torch 2.13).
+    """
     row, col = edge_index[0], edge_index[1]
-    weight = edge_weight.detach().to(dtype)
-    degree = torch.zeros(num_nodes, dtype=dtype).index_add_(0, row, weight)
+    weight = edge_weight.detach()
+    degree = torch.zeros(num_nodes, dtype=dtype).index_add_(0, row, weight.to(dtype))
     scale = 2.0 / lambda_max
+    values = torch.empty(weight.numel(), dtype=dtype)
     if normalization == "sym":
         inv = degree.pow(-0.5)
         inv.masked_fill_(torch.isinf(inv), 0.0)
-        off = inv[row].mul_(weight).mul_(inv[col]).mul_(-scale)
-        diagonal = (degree > 0).to(dtype).mul_(scale).sub_(1.0)
+        # L's diagonal is 1, isolated nodes included (as get_laplacian has it for ChebConv).
+        diagonal = scale - 1.0
+        for e0 in range(0, values.numel(), _EDGE_BLOCK):
+            e = slice(e0, e0 + _EDGE_BLOCK)
+            torch.mul(inv[row[e]], weight[e], out=values[e])
+            values[e].mul_(inv[col[e]]).mul_(-scale)
     else:
-        off = weight.mul(-scale)
-        diagonal = degree.mul(scale).sub_(1.0)
-    indptr = np.zeros(num_nodes + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row.numpy(), minlength=num_nodes), out=indptr[1:])
-    index_dtype = np.int32 if max(num_nodes, row.numel() + num_nodes) < 2**31 else np.int64
-    off_diagonal = sp.csr_matrix(
-        (off.numpy(), col.numpy().astype(index_dtype), indptr.astype(index_dtype)),
-        shape=(num_nodes, num_nodes),
-    )
-    del off
-    off_diagonal.has_sorted_indices = True  # a coalesced edge list is sorted by (row, col)
-    matrix = (off_diagonal + sp.diags(diagonal.numpy(), format="csr")).tocsr()
-    return _from_scipy(matrix)
+        values.copy_(weight).mul_(-scale)  # in the operator's dtype, not the weights'
+        diagonal = degree.mul_(scale).sub_(1.0)
+    index_dtype = torch.int32 if max(num_nodes, row.numel()) < 2**31 else torch.int64
+    crow = torch.zeros(num_nodes + 1, dtype=index_dtype)
+    torch.cumsum(torch.bincount(row, minlength=num_nodes), 0, out=crow[1:])
+    return _csr_tensor(crow, col.to(index_dtype), values, num_nodes), diagonal
+
+
+# Edges per block of the operator build: keeps its temporaries in cache.
+_EDGE_BLOCK = 1 << 20
 
 
 def _from_scipy(m: sp.csr_matrix) -> Tensor:
@@ -288,14 +351,10 @@ def cheb_operator(
             and is_canonical_graph(edge_index, edge_weight)
         ):
             with torch.inference_mode(False), torch.no_grad():
-                return ChebOperator(
-                    None,
-                    None,
-                    num_nodes,
-                    matrix=_canonical_laplacian(
-                        edge_index, edge_weight, num_nodes, normalization, lambda_max[0], dtype
-                    ),
+                split = _split_laplacian(
+                    edge_index, edge_weight, num_nodes, normalization, lambda_max[0], dtype
                 )
+                return ChebOperator(None, None, num_nodes, split=split)
         if torch.device(device).type == "cpu":
             nnz = edge_index.size(1) + num_nodes
             # Rescaled edge list (int64 pairs, weights) and the CSR matrices built from it.
@@ -337,42 +396,53 @@ def _mm2(a: Tensor, x: Tensor, previous: Tensor) -> Tensor:
     return torch.addmm(previous, a, x, beta=-1.0, alpha=2.0)
 
 
+def _terms(op: "ChebOperator", x: Tensor, K: int) -> Tensor:
+    """The stacked terms :math:`T_k(\\tilde{L}) x` [N, B, K, F] of x [N, B, F]."""
+    n, b, f = x.shape
+    t0 = x.reshape(n, b * f)
+    t1 = op.apply(t0)
+    terms = [t0, t1]
+    for _ in range(2, K):
+        t0, t1 = t1, op.step(t1, t0)
+        terms.append(t1)
+    return torch.stack([t.view(n, b, f) for t in terms], dim=2)
+
+
+def _terms_backward(op: "ChebOperator", grad, K: int, shape) -> Tensor:
+    """:math:`\\sum_k T_k(\\tilde{L}^\\top) G_k` [N, B, F] of the gradients :math:`G_k` of the
+    terms, :obj:`grad(k)` (viewable as [N, B, F] = :obj:`shape`), by Clenshaw's recurrence:
+    K - 1 sparse products with the cached transpose (the very same matrix when
+    :math:`\\tilde{L}` is symmetric), no copies of the gradients."""
+    n, b, f = shape
+    b2, b1 = None, grad(K - 1).reshape(n, b * f)
+    for k in range(K - 2, 0, -1):
+        if b2 is None:
+            bk = op.apply(b1, transpose=True).mul_(2.0)
+        else:
+            bk = op.step(b1, b2, transpose=True)
+        bk.view(n, b, f).add_(grad(k).view(n, b, f))
+        b2, b1 = b1, bk
+    out = op.apply(b1, transpose=True)
+    out.view(n, b, f).add_(grad(0).view(n, b, f))
+    if b2 is not None:
+        out.sub_(b2)
+    return out.view(n, b, f)
+
+
 class _ChebyshevBasis(torch.autograd.Function):
-    """The stacked terms :math:`T_k(\\tilde{L}) x`; the backward runs Clenshaw's recurrence
-    with the cached transpose (the very same matrix when :math:`\\tilde{L}` is symmetric):
-    :math:`\\sum_k T_k(\\tilde{L}^\\top) G_k` in K - 1 sparse products, with no autograd
-    graph of the recursion and no copies of the incoming gradient."""
+    """The stacked terms :math:`T_k(\\tilde{L}) x`, with no autograd graph of the recursion:
+    the backward is :func:`_terms_backward`."""
 
     @staticmethod
     def forward(ctx, x: Tensor, op: "ChebOperator", K: int) -> Tensor:
         ctx.op = op
-        n, b, f = x.shape
-        t0 = x.reshape(n, b * f)
-        t1 = _mm(op.matrix, t0)
-        terms = [t0, t1]
-        for _ in range(2, K):
-            t0, t1 = t1, _mm2(op.matrix, t1, t0)
-            terms.append(t1)
-        return torch.stack([t.view(n, b, f) for t in terms], dim=2)
+        return _terms(op, x, K)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        op = ctx.op
         n, b, K, f = grad.shape
-        b2, b1 = None, grad[:, :, K - 1].reshape(n, b * f)
-        for k in range(K - 2, 0, -1):
-            if b2 is None:
-                bk = _mm(op.matrix_t, b1).mul_(2.0)
-            else:
-                bk = _mm2(op.matrix_t, b1, b2)
-            bk.view(n, b, f).add_(grad[:, :, k])
-            b2, b1 = b1, bk
-        out = _mm(op.matrix_t, b1)
-        out.view(n, b, f).add_(grad[:, :, 0])
-        if b2 is not None:
-            out.sub_(b2)
-        return out.view(n, b, f), None, None
+        return _terms_backward(ctx.op, lambda k: grad[:, :, k], K, (n, b, f)), None, None
 
 
 def chebyshev_basis(op: ChebOperator, x: Tensor, K: int) -> Tensor:
@@ -387,3 +457,56 @@ def chebyshev_basis(op: ChebOperator, x: Tensor, K: int) -> Tensor:
         :math:`[N, B, K, F]`, contiguous.
     """
     return _ChebyshevBasis.apply(x.contiguous(), op, K)
+
+
+class _ChebyshevFilter(torch.autograd.Function):
+    """The whole filter, :math:`\\sum_k T_k(\\tilde{L}) x \\Theta_k + b`, keeping only x (and
+    the weights) for the backward. The K terms are freed after the forward; the backward runs
+    the recursion again, one term at a time, for the weights' gradient, and forms the terms'
+    gradients one at a time inside Clenshaw's recurrence: it holds no tensor of K terms. K - 1
+    more sparse products per backward, for 2 K B F floats less per node at its peak."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], op, K: int) -> Tensor:
+        n, b, f = x.shape
+        out = torch.nn.functional.linear(_terms(op, x, K).view(n * b, K * f), weight, bias)
+        ctx.op, ctx.K, ctx.has_bias = op, K, bias is not None
+        ctx.save_for_backward(x, weight)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        op, K = ctx.op, ctx.K
+        n, b, f = x.shape
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[1]:
+            grad_t = grad.t()
+            t0 = x.reshape(n, b * f)
+            t1 = op.apply(t0)
+            parts = [grad_t.mm(t0.view(n * b, f)), grad_t.mm(t1.view(n * b, f))]
+            for _ in range(2, K):
+                t0, t1 = t1, op.step(t1, t0)
+                parts.append(grad_t.mm(t1.view(n * b, f)))
+            del t0, t1
+            grad_weight = torch.cat(parts, dim=1)
+        if ctx.needs_input_grad[2] and ctx.has_bias:
+            grad_bias = grad.sum(0)
+        if ctx.needs_input_grad[0]:
+
+            def grad_term(k):  # the gradient of T_k, [N B, F]
+                return grad.mm(weight[:, k * f : (k + 1) * f])
+
+            grad_x = _terms_backward(op, grad_term, K, (n, b, f))
+        return grad_x, grad_weight, grad_bias, None, None
+
+
+def chebyshev_filter(
+    op: ChebOperator, x: Tensor, K: int, weight: Tensor, bias: Optional[Tensor]
+) -> Tensor:
+    """:math:`\\sum_k T_k(\\tilde{L}) x \\Theta_k + b` [N B, F_out] of x [N, B, F], with
+    :obj:`weight` [F_out, K F] (the :math:`\\Theta_k^\\top` side by side): the product of
+    :func:`chebyshev_basis` with the weights, recomputing the terms in the backward rather than
+    keeping them."""
+    return _ChebyshevFilter.apply(x.contiguous(), weight, bias, op, K)

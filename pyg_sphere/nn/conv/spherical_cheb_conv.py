@@ -68,6 +68,12 @@ class SphericalChebConv(MessagePassing):
         bias (bool, optional): If :obj:`False`, no additive bias. (default: :obj:`True`)
         fused (bool, optional): If :obj:`False`, always use the message-passing path.
             (default: :obj:`True`)
+        recompute (bool, optional): If :obj:`True`, the :math:`K` Chebyshev terms are not
+            kept from the forward to the backward pass but computed again there, one at a
+            time: :math:`K B F_{in}` floats less per node held for autograd (5x the input at
+            :obj:`K=5`) and as many again at the backward's peak, for :math:`K-1` more sparse
+            products per backward; the same results up to rounding. Applies to the fused path
+            in float32 and float64 without autocast. (default: :obj:`False`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
@@ -105,6 +111,7 @@ class SphericalChebConv(MessagePassing):
         lambda_max: Union[float, str] = "auto",
         bias: bool = True,
         fused: bool = True,
+        recompute: bool = False,
         **kwargs,
     ):
         kwargs.setdefault("aggr", "add")
@@ -127,6 +134,7 @@ class SphericalChebConv(MessagePassing):
         self.K = K
         self.lambda_max = lambda_max
         self.fused = fused
+        self.recompute = bool(recompute)
         self.lins = torch.nn.ModuleList(
             [
                 Linear(in_channels, out_channels, bias=False, weight_initializer="glorot")
@@ -268,18 +276,36 @@ class SphericalChebConv(MessagePassing):
     def _forward_fused(self, x, edge_index, edge_weight, batch, lam) -> Tensor:
         # Maps on a shared graph are filtered together: [B, N, F] is handled as [N, B*F].
         nodes_first = x.unsqueeze(1) if x.dim() == 2 else x.transpose(0, 1)
-        if x.dtype in _HALF_DTYPES:
-            # Sparse kernels lack half precision (on CPU): filter in float32, then come back.
-            nodes_first = nodes_first.float()
-        terms = _chebyshev_terms(
-            nodes_first, edge_index, edge_weight, batch, lam, self.normalization, self.K
-        )
-        if x.dtype in _HALF_DTYPES:
-            terms = terms.to(x.dtype)
-        n, b = terms.shape[:2]
         # One product with the K weight matrices side by side: [N*B, K*F_in] @ [K*F_in, F_out].
         weight = torch.cat([lin.weight for lin in self.lins], dim=1)
-        out = F.linear(terms.view(n * b, -1), weight, self.bias)
+        n, b = nodes_first.shape[:2]
+        if (
+            self.recompute
+            and self.K > 1
+            and x.dtype not in _HALF_DTYPES
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
+            out = _chebyshev_filter(
+                nodes_first,
+                edge_index,
+                edge_weight,
+                batch,
+                lam,
+                self.normalization,
+                self.K,
+                weight,
+                self.bias,
+            )
+        else:
+            if x.dtype in _HALF_DTYPES:
+                # Sparse kernels lack half precision (on CPU): filter in float32, then back.
+                nodes_first = nodes_first.float()
+            terms = _chebyshev_terms(
+                nodes_first, edge_index, edge_weight, batch, lam, self.normalization, self.K
+            )
+            if x.dtype in _HALF_DTYPES:
+                terms = terms.to(x.dtype)
+            out = F.linear(terms.view(n * b, -1), weight, self.bias)
         if x.dim() == 2:
             return out
         # [N, B, F_out] viewed as [B, N, F_out]: the next layer folds it back without a copy.
@@ -292,7 +318,8 @@ class SphericalChebConv(MessagePassing):
         return (
             f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
             f"K={self.K}, normalization={self.normalization}, "
-            f"lambda_max={self.lambda_max})"
+            f"lambda_max={self.lambda_max}"
+            f"{', recompute=True' if self.recompute else ''})"
         )
 
 
@@ -337,10 +364,23 @@ def _chebyshev_terms(
     """The K Chebyshev terms [N, B, K, F] of x [N, B, F]."""
     if K == 1:
         return x.unsqueeze(2).contiguous()
-    op = _sparse.cheb_operator(
-        edge_index, edge_weight, x.size(0), normalization, lam, x.dtype, x.device, batch
-    )
+    op = _chebyshev_operator(x, edge_index, edge_weight, batch, lam, normalization)
     # The sparse products run in x's precision: autocast would cast them to half precision,
     # which the sparse kernels lack; the weights' product after them still autocasts.
     with torch.autocast(x.device.type, enabled=False):
         return _sparse.chebyshev_basis(op, x, K)
+
+
+@torch.compiler.disable
+def _chebyshev_operator(x, edge_index, edge_weight, batch, lam, normalization):
+    """The cached operator of the graph for features x [N, B, F]."""
+    return _sparse.cheb_operator(
+        edge_index, edge_weight, x.size(0), normalization, lam, x.dtype, x.device, batch
+    )
+
+
+@torch.compiler.disable
+def _chebyshev_filter(x, edge_index, edge_weight, batch, lam, normalization, K, weight, bias):
+    """The whole filter [N B, F_out] of x [N, B, F], the terms recomputed in the backward."""
+    op = _chebyshev_operator(x, edge_index, edge_weight, batch, lam, normalization)
+    return _sparse.chebyshev_filter(op, x, K, weight, bias)
