@@ -6,8 +6,14 @@ Every measurement runs in a fresh process, so that its peak RSS (``ru_maxrss``, 
 - ``graph``: ``healpix_graph(nside)`` with its defaults (lambda_max included): seconds, peak
   RSS, the bytes of the returned ``Data`` and per pixel.
 - ``conv``: the graph, then one ``SphericalChebConv(1, 16, K=5)`` forward+backward on one
-  full-sky map: the first call (operator build included), the median of later calls, the bytes
-  of the cached operator, peak RSS.
+  full-sky map (loss ``out.square().mean()``): the first call (operator build included), the
+  median of later calls, the bytes of the cached operator, peak RSS.
+- ``conv-grad``: the same, with the backward driven by a given upstream gradient (one [N, 16]
+  tensor, what the next layer of a network hands back) rather than a loss: the layer's own
+  footprint, without the output-sized temporaries of the loss's backward (``square`` and
+  ``mean`` allocate four).
+  With ``--recompute``, these two stages run ``SphericalChebConv(..., recompute=True)`` (the
+  Chebyshev terms computed again in the backward rather than kept).
 - ``coo``: the same filter as the straightforward recursion of the original DeepSphere PyTorch
   code (a COO ``torch.sparse.mm`` per Chebyshev order on the rescaled Laplacian).
 - ``chebconv``: PyG's ``ChebConv`` with the same weights (``lambda_max`` passed).
@@ -33,7 +39,7 @@ import subprocess
 import sys
 import time
 
-STAGES = ("graph", "conv", "coo", "chebconv", "train")
+STAGES = ("graph", "conv", "conv-grad", "coo", "chebconv", "train")
 
 
 def peak_gb() -> float:
@@ -53,21 +59,26 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def fwd_bwd(fn, x, device, repeats):
-    """Seconds of the first forward+backward and the median of the next ones."""
+def fwd_bwd(fn, x, device, repeats, grad=None):
+    """Seconds of the first forward+backward and the median of the next ones; the backward of
+    ``out.square().mean()``, or of ``out`` with the upstream gradient `grad`."""
     times = []
     for _ in range(1 + repeats):
         sync(device)
         t = time.perf_counter()
         out = fn(x)
-        out.square().mean().backward()
+        if grad is None:
+            out.square().mean().backward()
+        else:
+            out.backward(grad)
         sync(device)
         times.append(time.perf_counter() - t)
         x.grad = None
+        del out
     return times[0], statistics.median(times[1:]) if repeats else float("nan")
 
 
-def child(stage: str, nside: int, device: str, repeats: int) -> dict:
+def child(stage: str, nside: int, device: str, repeats: int, recompute: bool = False) -> dict:
     import torch
 
     import pyg_sphere
@@ -84,18 +95,19 @@ def child(stage: str, nside: int, device: str, repeats: int) -> dict:
         return result
     if stage == "train":
         return {**result, **train_step(nside, device, repeats)}
-    conv = SphericalChebConv(1, 16, K=5).to(device)
+    conv = SphericalChebConv(1, 16, K=5, recompute=recompute).to(device)
     x = torch.randn(n, 1, device=device, requires_grad=True)
     edge_index, edge_weight = graph.edge_index.to(device), graph.edge_weight.to(device)
     lam = float(graph.lambda_max)
-    if stage == "conv":
+    if stage in ("conv", "conv-grad"):
 
         def fn(x):
             return conv(x, edge_index, edge_weight, lambda_max=lam)
 
         from pyg_sphere import cache
 
-        first, steady = fwd_bwd(fn, x, device, repeats)
+        grad = torch.randn(n, 16, device=device) if stage == "conv-grad" else None
+        first, steady = fwd_bwd(fn, x, device, repeats, grad)
         result["operator_bytes"] = cache.info()["operator"].size
     elif stage == "coo":
         from torch_geometric.utils import get_laplacian
@@ -159,8 +171,9 @@ def train_step(nside: int, device: str, repeats: int) -> dict:
     return out
 
 
-def measure(stage, nside, device, repeats, timeout):
+def measure(stage, nside, device, repeats, timeout, recompute=False):
     cmd = [sys.executable, __file__, "--child", stage, str(nside), device, str(repeats)]
+    cmd += ["recompute"] if recompute else []
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -178,6 +191,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per measurement")
+    parser.add_argument("--recompute", action="store_true", help="conv stages with recompute=True")
     args = parser.parse_args()
     import torch
 
@@ -185,23 +199,29 @@ def main():
         f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"device {args.device}; fresh process per row, steady = median of {args.repeats}"
     )
-    print("| nside | what | graph s | graph GB | B/pixel | first s | steady s | op GB | peak GB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| nside | what | graph s | graph GB | B/pixel | first s | steady s | op GB | peak GB "
+        "| peak B/pixel | peak / graph |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for nside in args.nsides:
         for stage in args.what:
-            r = measure(stage, nside, args.device, args.repeats, args.timeout)
+            r = measure(stage, nside, args.device, args.repeats, args.timeout, args.recompute)
             if "error" in r:
-                print(f"| {nside} | {stage} | {r['error']} | | | | | | |", flush=True)
+                print(f"| {nside} | {stage} | {r['error']} | | | | | | | | |", flush=True)
                 continue
             npix = 12 * nside**2
             op = r.get("operator_bytes")
             peak = r.get("cuda_peak_gb", r["peak_gb"])
             what = stage if stage != "train" else f"train ({r['batch']}x{r['patch_pixels']} px)"
+            if args.recompute and stage.startswith("conv"):
+                what += " (recompute)"
             print(
                 f"| {nside} | {what} | {r['graph_s']:.1f} | {r['graph_bytes'] / 2**30:.2f} | "
                 f"{r['graph_bytes'] / npix:.0f} | {r.get('first_s', float('nan')):.2f} | "
                 f"{r.get('steady_s', float('nan')):.2f} | "
-                f"{'' if op is None else f'{op / 2**30:.2f}'} | {peak:.2f} |",
+                f"{'' if op is None else f'{op / 2**30:.2f}'} | {peak:.2f} | "
+                f"{peak * 2**30 / npix:.0f} | {peak * 2**30 / r['graph_bytes']:.2f} |",
                 flush=True,
             )
 
@@ -209,6 +229,7 @@ def main():
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         stage, nside, device, repeats = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-        print(json.dumps(child(stage, nside, device, repeats)))
+        recompute = sys.argv[6:] == ["recompute"]
+        print(json.dumps(child(stage, nside, device, repeats, recompute)))
     else:
         main()
