@@ -117,7 +117,9 @@ def fisher_matrix(fiducial, plus, minus, step, hartlap: bool = True) -> np.ndarr
     jacobian = (plus.mean(axis=1) - minus.mean(axis=1)).T / (2 * step)  # [d, p]
     cov = np.cov(fiducial, rowvar=False, ddof=1).reshape(d, d)
     scale = np.sqrt(np.diag(cov))
-    constant = np.flatnonzero(scale <= 1e-300 + 1e-12 * np.abs(fiducial).max(initial=0.0))
+    # Constant up to rounding, relative to each component's own size (components may differ
+    # by many orders of magnitude: spectra ~1e-5, counts ~100).
+    constant = np.flatnonzero(scale <= 1e-12 * np.abs(fiducial).max(axis=0))
     if len(constant):
         raise ValueError(
             f"the covariance is singular: summary component(s) {constant.tolist()} do not vary "

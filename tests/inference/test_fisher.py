@@ -114,3 +114,12 @@ def test_gaussian_cl_fisher_mode_counting():
         gaussian_cl_fisher(dcl, cl, f_sky=2.0)
     with pytest.raises(ValueError, match="bin_edges"):
         gaussian_cl_fisher(dcl, cl, bin_edges=[10, 5])
+
+
+def test_components_of_very_different_sizes_are_not_mistaken_for_constants():
+    rng = np.random.default_rng(4)
+    fid, plus, minus, step, analytic = linear_gaussian(5000, 4, rng)
+    # Rescaling a component changes nothing in F (an invertible linear map of the summary).
+    scales = np.array([1e-9, 1.0, 1e6, 1.0])
+    scaled = fisher_matrix(fid * scales, plus * scales, minus * scales, step)
+    np.testing.assert_allclose(scaled, fisher_matrix(fid, plus, minus, step), rtol=1e-6)
