@@ -54,6 +54,7 @@ from pyg_sphere.datasets import (
     simulate_fisher_maps,
     simulate_prior_maps,
 )
+from pyg_sphere.datasets.designs import FISHER_VARIANTS
 from pyg_sphere.inference import (
     HistogramSummary,
     NetworkSummary,
@@ -133,8 +134,8 @@ def patches(root: str, args, split: str) -> dict:
         "x": np.stack([d.x[:, 0].numpy() for d in items]),
         "theta": np.array([[float(d.omega_m), float(d.sigma_8)] for d in items]),
         "label": labels,
-        # Fisher manifests list the five variants of a realisation together.
-        "realisation": map_id // 5,
+        # Fisher manifests list the variants of a realisation together.
+        "realisation": map_id // len(FISHER_VARIANTS),
         "patch": np.array([int(d.patch_id) for d in items]),
         "pixels": ds.patch_pixels(0).numpy(),
     }

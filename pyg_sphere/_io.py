@@ -9,6 +9,8 @@ import os
 import tempfile
 from typing import IO, Iterator, Union
 
+import numpy as np
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -55,3 +57,13 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     """Writes :obj:`text` (UTF-8) to :obj:`path` atomically."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def read_table(path: PathLike) -> dict:
+    """The arrays of a ``.npz`` table (no pickles), made read-only so that a cached table
+    cannot be changed by its users."""
+    with np.load(path, allow_pickle=False) as f:
+        table = {k: f[k] for k in f.files}
+    for v in table.values():
+        v.flags.writeable = False
+    return table

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
 import os.path as osp
 import sys
 import time
@@ -43,6 +42,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from pyg_sphere._io import atomic_write_text
 from pyg_sphere.apps import train_cosmo
 from pyg_sphere.transforms import AddGaussianNoise
 
@@ -272,11 +272,8 @@ def main(argv: Optional[Sequence[str]] = None, *, parallel: bool = True) -> dict
 
 
 def _write_json(path: str, obj) -> None:
-    """Writes :obj:`obj` as JSON through a temporary file, so a reader never sees half of it."""
-    with open(path + ".part", "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(path + ".part", path)
+    """Writes :obj:`obj` as JSON atomically, so a reader never sees half of it."""
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def _print_summary(args, metrics: dict, setting: str, parallel: bool) -> None:

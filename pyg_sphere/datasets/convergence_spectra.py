@@ -34,6 +34,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from .._io import read_table
 from .._validate import check_int
 from ..cache import memoize
 
@@ -50,11 +51,7 @@ PRIOR_BOX = MappingProxyType({"omega_m": (0.15, 0.45), "sigma_8": (0.5, 1.1)})
 
 @memoize("cl_grid_table")
 def _load_grid() -> dict:
-    with np.load(GRID_TABLE, allow_pickle=False) as f:
-        table = {k: f[k] for k in f.files}
-    for v in table.values():
-        v.flags.writeable = False
-    return table
+    return read_table(GRID_TABLE)
 
 
 def tabulated_box() -> dict:

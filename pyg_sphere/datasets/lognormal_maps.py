@@ -52,7 +52,7 @@ from pathlib import Path
 import healpy as hp
 import numpy as np
 
-from .._io import atomic_path
+from .._io import atomic_path, read_table
 from .._validate import check_int, check_nside, check_positive
 from ..cache import memoize
 from ._manifest import MANIFEST, MANIFEST_COLUMNS, SPLITS, check_split_fractions, write_manifest
@@ -109,11 +109,7 @@ class CosmologyModel:
 
 @memoize("cl_table")
 def _load_table() -> dict:
-    with np.load(CL_TABLE, allow_pickle=False) as f:
-        table = {k: f[k] for k in f.files}
-    for v in table.values():
-        v.flags.writeable = False
-    return table
+    return read_table(CL_TABLE)
 
 
 def cosmology_models(power_matched: bool = False) -> tuple[CosmologyModel, CosmologyModel]:

@@ -19,6 +19,8 @@ classical statistics; :class:`CombinedSummary` concatenates summaries (power spe
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from .._validate import check_int
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 
-class Summary:
+class Summary(ABC):
     """Base class: :meth:`fit` (optional, returns ``self``) then call on patches.
 
     Subclasses implement :meth:`_compute` and, when they have data-dependent settings,
@@ -71,8 +73,9 @@ class Summary:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call .fit(training_patches)")
         return self._compute(as_samples(x))
 
+    @abstractmethod
     def _compute(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The summaries of checked patches ``x`` [num_samples, num_pixels]."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._repr_args()})"
