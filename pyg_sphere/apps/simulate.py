@@ -4,6 +4,7 @@ Usage::
 
     python -m pyg_sphere.apps.simulate --out data/cosmo --n-per-class 30 --nside 1024
     pyg-sphere-simulate --out data/pm --n-per-class 10 --nside 256 --power-matched
+    pyg-sphere-simulate --out data/twin --n-per-class 10 --nside 128 --gaussian-twin
     pyg-sphere-simulate --design prior --out data/prior --n-maps 1000 --nside 256
     pyg-sphere-simulate --design fisher --out data/fisher --n-maps 100 --nside 256 \
         --fiducial 0.31 0.82 --steps 0.02 0.02
@@ -12,7 +13,8 @@ writes ``OUT/raw/*.fits`` and ``OUT/raw/manifest.csv``, the layout that
 :class:`pyg_sphere.datasets.ConvergenceMaps` reads. Three designs:
 
 * ``classes`` (default): the two DeepSphere cosmologies, ``--n-per-class`` maps each
-  (:func:`pyg_sphere.datasets.simulate_convergence_maps`);
+  (:func:`pyg_sphere.datasets.simulate_convergence_maps`), or with ``--gaussian-twin`` model 1
+  and Gaussian maps of the same spectrum;
 * ``prior``: ``--n-maps`` maps on a Latin hypercube over ``--box``
   (:func:`pyg_sphere.datasets.simulate_prior_maps`);
 * ``fisher``: ``--n-maps`` realisations at ``--fiducial`` and fiducial +- ``--steps``,
@@ -37,6 +39,7 @@ DESIGNS = ("classes", "prior", "fisher")
 _ONLY = {
     "n_per_class": ("classes",),
     "power_matched": ("classes",),
+    "gaussian_twin": ("classes",),
     "n_maps": ("prior", "fisher"),
     "gaussian": ("prior", "fisher"),
     "box": ("prior",),
@@ -84,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--power-matched",
         action="store_true",
         help="design classes: tune sigma_8 of model 2 so both spectra agree on 100<ell<1000",
+    )
+    parser.add_argument(
+        "--gaussian-twin",
+        action="store_true",
+        help="design classes: class 1 is a Gaussian field with model 1's spectrum (the same "
+        "power spectrum on every scale, no non-Gaussian structure)",
     )
     parser.add_argument(
         "--gaussian",
@@ -179,6 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 args.n_per_class,
                 args.nside,
                 power_matched=args.power_matched,
+                gaussian_twin=args.gaussian_twin,
                 **common,
             )
             n = 2 * args.n_per_class

@@ -10,9 +10,10 @@ the maps' standard deviation. Usage::
     pyg-sphere-train-cosmo --nside 128 --order 2 --noise 1.5 --init runs/a/best.pt --out runs/c
     torchrun --nproc_per_node 2 -m pyg_sphere.apps.train_cosmo --out runs/b  # data-parallel
 
-Without maps in ``--data-dir`` (``raw/manifest.csv``), a small power-matched collection is
-simulated there first (:func:`~pyg_sphere.datasets.simulate_convergence_maps`); any other
-collection in the :class:`~pyg_sphere.datasets.ConvergenceMaps` layout works too.
+Without maps in ``--data-dir`` (``raw/manifest.csv``), a small collection is simulated there
+first (:func:`~pyg_sphere.datasets.simulate_convergence_maps`): model 1 against the
+power-matched model 2, or with ``--gaussian-twin`` against Gaussian maps of model 1's spectrum.
+Any other collection in the :class:`~pyg_sphere.datasets.ConvergenceMaps` layout works too.
 
 Training: Adam, learning rate ``--lr`` decayed by 0.999 per step (the paper), cross-entropy;
 batches on one shared graph (:class:`~pyg_sphere.loader.SharedGraphLoader`); fresh noise for
@@ -151,6 +152,12 @@ def _add_data_options(group) -> None:
         default=True,
         help="simulate the power-matched model 2, so that only non-Gaussian information "
         "separates the classes (default: on)",
+    )
+    group.add_argument(
+        "--gaussian-twin",
+        action="store_true",
+        help="simulate model 1 against Gaussian maps of the same spectrum instead of model 2 "
+        "(the spectra agree on every scale; --power-matched then does not apply)",
     )
     group.add_argument(
         "--smoothing",
@@ -307,9 +314,21 @@ def _shard(dataset, rank: int, world: int):
 
 
 # ----- data -----------------------------------------------------------------------------------
-def default_data_dir(nside: int) -> str:
-    """Where the default collection at :obj:`nside` lives: ``data/cosmo_nside{nside}``."""
-    return osp.join("data", f"cosmo_nside{nside}")
+def default_data_dir(args) -> str:
+    """Where the default collection of the options :obj:`args` lives: one directory per pair
+    of classes, ``data/cosmo_nside{nside}`` (power-matched), ``data/cosmo_unmatched_nside{nside}``
+    (``--no-power-matched``) or ``data/twin_nside{nside}`` (``--gaussian-twin``), so that a
+    run never reads the maps of another pair."""
+    return osp.join("data", f"{_pair(args)[0]}_nside{args.nside}")
+
+
+def _pair(args) -> tuple[str, str]:
+    """The pair of classes the options simulate: a short name and a description."""
+    if args.gaussian_twin:
+        return "twin", "model 1 and its Gaussian twin"
+    if args.power_matched:
+        return "cosmo", "model 1 and the power-matched model 2"
+    return "cosmo_unmatched", "model 1 and model 2"
 
 
 def prepare_data(args, rank: int = 0, world: int = 1) -> dict[str, ConvergenceMaps]:
@@ -319,11 +338,11 @@ def prepare_data(args, rank: int = 0, world: int = 1) -> dict[str, ConvergenceMa
         ``{'train', 'val', 'test'}`` datasets with their noise transforms: fresh noise at every
         access for training, seeded noise (``seed + 1``, ``seed + 2``) for validation and test.
     """
-    root = args.data_dir or default_data_dir(args.nside)
+    root = args.data_dir or default_data_dir(args)
     if rank == 0 and not osp.isfile(osp.join(root, "raw", "manifest.csv")):
         print(
             f"No maps in {root}: simulating {args.n_per_class} per class at nside "
-            f"{args.nside} (power_matched={args.power_matched})",
+            f"{args.nside} ({_pair(args)[1]})",
             flush=True,
         )
         # Seed 0 whatever --seed is: the default collection is always the same maps.
@@ -332,7 +351,8 @@ def prepare_data(args, rank: int = 0, world: int = 1) -> dict[str, ConvergenceMa
             args.n_per_class,
             args.nside,
             seed=0,
-            power_matched=args.power_matched,
+            power_matched=args.power_matched and not args.gaussian_twin,
+            gaussian_twin=args.gaussian_twin,
             progress=not args.quiet,
         )
     kwargs = dict(
@@ -484,6 +504,7 @@ _RESUME_KEYS = (
     "weight_decay",
     "seed",
     "power_matched",
+    "gaussian_twin",
     "smoothing",
 )
 

@@ -391,6 +391,7 @@ def simulate_convergence_map(
     *,
     rng=0,
     power_matched: bool = False,
+    gaussian_twin: bool = False,
     lmax: int | None = None,
     nest: bool = False,
 ) -> np.ndarray:
@@ -401,6 +402,9 @@ def simulate_convergence_map(
         label: 0 (Omega_m = 0.31, sigma_8 = 0.82) or 1 (Omega_m = 0.26, sigma_8 = 0.91).
         rng: a :class:`numpy.random.Generator` or an integer seed for one.
         power_matched: use the power-matched model 2 (see :func:`cosmology_models`).
+        gaussian_twin: label 1 is the Gaussian twin of model 1 instead of model 2: a Gaussian
+            field with model 1's power spectrum (:func:`gaussian_map`), so that the two labels
+            share their spectrum exactly and differ only in non-Gaussian structure.
         lmax: band limit of the Gaussian field (default ``3 * nside - 1``,
             at most 6144, the tabulated range).
         nest: NESTED ordering (default RING).
@@ -416,10 +420,21 @@ def simulate_convergence_map(
     nside = check_nside(nside)
     if label not in (0, 1) or isinstance(label, bool):
         raise ValueError(f"label must be 0 or 1, got {label!r}")
+    _check_pair(power_matched, gaussian_twin)
     rng = _as_rng(rng)
     lmax = _resolve_lmax(nside, lmax, cosmology_models()[0].lmax)
+    if gaussian_twin and label == 1:
+        return gaussian_map(cosmology_models()[0].cl[: lmax + 1], nside, rng, nest=nest)
     clg = _model_gaussian_cl(bool(power_matched), int(label), lmax)
     return lognormal_map(clg, cosmology_models(power_matched)[label].shift, nside, rng, nest=nest)
+
+
+def _check_pair(power_matched: bool, gaussian_twin: bool) -> None:
+    if power_matched and gaussian_twin:
+        raise ValueError(
+            "power_matched and gaussian_twin choose different maps for label 1 (model 2 "
+            "power-matched, or the Gaussian twin of model 1): set one of them"
+        )
 
 
 @memoize("cosmology_gaussian_cl", limit=16 << 20)
@@ -511,6 +526,7 @@ def simulate_convergence_maps(
     *,
     seed: int = 0,
     power_matched: bool = False,
+    gaussian_twin: bool = False,
     split_fractions=(0.6, 0.2, 0.2),
     nest: bool = False,
     lmax: int | None = None,
@@ -534,7 +550,7 @@ def simulate_convergence_maps(
     of the dataset's processing.
 
     Deterministic: map ``i`` of class ``c`` equals
-    ``simulate_convergence_map(nside, c, rng=map_rng(seed, c, i), ...)`` cast
+    ``simulate_convergence_map(nside, c, rng=map_rng(seed, c, i), ...)`` (same options) cast
     to float32, whatever ``n_per_class`` is.
 
     Args:
@@ -545,6 +561,11 @@ def simulate_convergence_maps(
         seed: non-negative integer seed of the collection.
         power_matched: use the power-matched model 2 (sigma_8 tuned so the two
             spectra agree on 100 < ell < 1000).
+        gaussian_twin: class 1 is the Gaussian twin of model 1 instead of model 2: Gaussian
+            maps of model 1's spectrum (header ``GAUSSIAN = T``, no ``KSHIFT``; the manifest
+            gives model 1's parameters). The classes then share their power spectrum on every
+            scale and differ only in non-Gaussian structure, the information that the power
+            spectrum cannot see (what ``make demo`` shows).
         split_fractions: (train, val, test) fractions, non-negative, sum 1.
         nest: write NESTED maps (default RING).
         lmax: band limit of the Gaussian field (default ``3 * nside - 1``, at most 6144).
@@ -573,6 +594,7 @@ def simulate_convergence_maps(
     nside = check_nside(nside)
     seed = check_int("seed", seed, 0)
     fractions = check_split_fractions(split_fractions)
+    _check_pair(power_matched, gaussian_twin)
     models = cosmology_models(power_matched)
     lmax = _resolve_lmax(nside, lmax, models[0].lmax)
     raw = Path(out_dir) / "raw"
@@ -584,24 +606,23 @@ def simulate_convergence_maps(
     with tqdm(
         total=2 * n_per_class, desc="Simulating convergence maps", unit="map", disable=not progress
     ) as bar:
-        for model in models:
-            clg = _model_gaussian_cl(bool(power_matched), model.label, lmax)
+        for label, model in enumerate(models):
+            gaussian = gaussian_twin and label == 1
+            if gaussian:  # model 1's cosmology, without its non-Gaussian structure
+                model = models[0]
             for i in range(n_per_class):
-                name = f"class{model.label}_{i:04d}.fits"
-                m = lognormal_map(clg, model.shift, nside, map_rng(seed, model.label, i), nest=nest)
-                header = [
-                    ("LABEL", model.label),
-                    ("OMEGA_M", model.omega_m),
-                    ("SIGMA_8", model.sigma_8),
-                    ("KSHIFT", model.shift),
-                    ("SEED", seed),
-                    ("MAPID", i),
-                    ("LMAX", lmax),
-                ]
+                name = f"class{label}_{i:04d}.fits"
+                rng = map_rng(seed, label, i)
+                if gaussian:
+                    m = gaussian_map(model.cl[: lmax + 1], nside, rng, nest=nest)
+                else:
+                    clg = _model_gaussian_cl(bool(power_matched), label, lmax)
+                    m = lognormal_map(clg, model.shift, nside, rng, nest=nest)
+                header = [("LABEL", label), ("OMEGA_M", model.omega_m), ("SIGMA_8", model.sigma_8)]
+                header += [("GAUSSIAN", True)] if gaussian else [("KSHIFT", model.shift)]
+                header += [("SEED", seed), ("MAPID", i), ("LMAX", lmax)]
                 _write_map(raw / name, m, nest, header)
-                rows.append(
-                    (name, model.label, repr(model.omega_m), repr(model.sigma_8), split_of[i])
-                )
+                rows.append((name, label, repr(model.omega_m), repr(model.sigma_8), split_of[i]))
                 bar.update(1)
     manifest = raw / MANIFEST
     write_manifest(manifest, rows)

@@ -34,7 +34,8 @@ def test_demo_options_are_valid():
     args = train_cosmo.build_parser().parse_args(demo.DEMO_ARGS)
     train_cosmo.check_args(args)
     assert (args.order, args.threads) == (2, 1)
-    assert args.noise >= 1.5  # where noise hides the one-point statistics
+    # classes with the same power spectrum, and noise that hides the one-point statistics
+    assert args.gaussian_twin and args.noise >= 1.5
     assert args.out == "runs/demo" and args.data_dir.startswith("data/demo_")
 
 
@@ -71,7 +72,7 @@ def test_table(runs):
     written = json.loads((root / "a" / "comparison.json").read_text())
     assert [r["method"] for r in written["comparison"]] == list(demo.METHODS)
     assert [r["acc"] for r in written["comparison"]] == pytest.approx([r["acc"] for r in rows])
-    assert written["args"]["nside"] == 16 and written["args"]["noise"] == 1.5  # the demo's noise
+    assert written["args"]["nside"] == 16 and written["args"]["noise"] == 2  # the demo's noise
     assert metrics["figures"] == [
         str(root / "a" / f"{name}.png")
         for name in ("example_maps", "learning_curves", "confusion_matrix", "comparison")
@@ -97,7 +98,7 @@ def test_printed_summary(runs):
     root, metrics, _, printed = runs
     assert demo.format_table(metrics["comparison"]) in printed
     assert f"{TEST_PATCHES} test patches" in printed
-    assert "nside 16, order-1 patches (256 pixels), noise 1.5" in printed
+    assert "nside 16, order-1 patches (256 pixels), noise 2" in printed
     gap = 100 * (metrics["test_acc"] - metrics["comparison"][2]["acc"])
     assert f"{gap:+.1f} points over the power spectrum + SVM" in printed
     train = metrics["data"]["samples"]["train"]

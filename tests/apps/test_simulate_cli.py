@@ -135,6 +135,8 @@ def test_fisher_design_defaults_to_all_test(tmp_path):
         (["--design", "prior"], "--design prior needs --n-maps"),
         (["--design", "fisher", "--n-maps", "1", "--power-matched"], "--power-matched applies"),
         (["--n-per-class", "1", "--gaussian"], "--gaussian applies to --design prior or fisher"),
+        (["--design", "prior", "--n-maps", "1", "--gaussian-twin"], "--gaussian-twin applies"),
+        (["--n-per-class", "1", "--power-matched", "--gaussian-twin"], "set one of them"),
         (["--design", "fisher", "--n-maps", "1", "--box", "0.2", "0.3", "0.7", "0.9"], "--box"),
         (["--design", "prior", "--n-maps", "1", "--fiducial", "0.3", "0.8"], "--fiducial"),
         (["--n-per-class", "1", "--steps", "0.01", "0.01"], "--steps applies to --design fisher"),

@@ -297,3 +297,27 @@ def test_pool_option_reaches_the_model_and_its_checkpoint(data_dir, tmp_path):
     fit(data_dir, tmp_path / "mean", "--epochs", "1", "--pool", "mean")
     model = model_from_checkpoint(load_checkpoint(str(tmp_path / "mean" / "best.pt")))
     assert model.config["pool"] == "mean"
+
+
+def test_default_data_dir_is_one_per_pair_of_classes():
+    parse = train_cosmo.build_parser().parse_args
+    dirs = [
+        train_cosmo.default_data_dir(parse(["--nside", "64", *extra]))
+        for extra in ([], ["--no-power-matched"], ["--gaussian-twin"])
+    ]
+    assert dirs == [
+        os.path.join("data", name)
+        for name in ("cosmo_nside64", "cosmo_unmatched_nside64", "twin_nside64")
+    ]
+
+
+def test_gaussian_twin_simulates_model_1_and_its_twin(tmp_path):
+    fit(
+        str(tmp_path / "data"), tmp_path / "run", "--epochs", "1", "--gaussian-twin", "--no-figures"
+    )
+    with open(tmp_path / "data" / "raw" / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["label"] for r in rows} == {"0", "1"}
+    assert {(r["omega_m"], r["sigma_8"]) for r in rows} == {("0.31", "0.82")}  # one cosmology
+    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert ckpt["args"]["gaussian_twin"] is True

@@ -282,6 +282,64 @@ def test_power_matched_collection(tmp_path):
     assert rows[0]["split"] == rows[1]["split"] == "train"
 
 
+def test_gaussian_twin_collection(tmp_path):
+    manifest = simulate_convergence_maps(
+        tmp_path, 2, 16, seed=4, gaussian_twin=True, progress=False
+    )
+    rows = read_manifest(manifest)
+    m1, _ = cosmology_models()
+    # both classes are model 1's cosmology; label 1 is its Gaussian twin
+    assert [int(r["label"]) for r in rows] == [0, 0, 1, 1]
+    assert {(float(r["omega_m"]), float(r["sigma_8"])) for r in rows} == {(0.31, 0.82)}
+    lmax = 3 * 16 - 1
+    for r in rows:
+        label, i = int(r["label"]), int(r["file"][-9:-5])
+        m, header = hp.read_map(tmp_path / "raw" / r["file"], h=True, dtype=None)
+        header = dict(header)
+        rng = map_rng(4, label, i)
+        if label == 1:
+            assert header["GAUSSIAN"] is True and "KSHIFT" not in header
+            expected = sim.gaussian_map(m1.cl[: lmax + 1], 16, rng)
+        else:
+            assert header["KSHIFT"] == pytest.approx(m1.shift) and "GAUSSIAN" not in header
+            expected = simulate_convergence_map(16, 0, rng=rng)
+        np.testing.assert_array_equal(m, expected.astype(np.float32))
+        twin = simulate_convergence_map(16, label, rng=map_rng(4, label, i), gaussian_twin=True)
+        np.testing.assert_array_equal(m, twin.astype(np.float32))
+
+
+def test_gaussian_twin_shares_the_spectrum_not_the_skewness():
+    # Same seeds for both classes: the spectra agree draw for draw up to the lognormal
+    # transform's own fluctuations, so 12 maps at nside 64 pin them to a few percent.
+    nside, lmax = 64, 127
+    cls, skews, variances = {0: [], 1: []}, {0: [], 1: []}, {0: [], 1: []}
+    for label in (0, 1):
+        for i in range(12):
+            m = simulate_convergence_map(nside, label, rng=100 + i, gaussian_twin=True)
+            cls[label].append(hp.anafast(m, lmax=lmax))
+            variances[label].append(m.var())
+            skews[label].append(stats.skew(m))
+    target = cosmology_models()[0].cl[: lmax + 1]
+    # Up to 2 nside, what the power-spectrum baselines read (the pixelised lognormal
+    # transform loses a few percent of power towards its band limit, 3 nside).
+    edges = [2, 20, 60, 128]
+    for label in (0, 1):
+        ratio, err = binned_ratio(np.mean(cls[label], 0), target, edges)
+        # the lognormal field's spectrum scatters more than a Gaussian one's: 4 sigma
+        assert np.all(np.abs(ratio - 1) < 4 * err / np.sqrt(12) + 0.02), (label, ratio)
+    assert np.mean(variances[1]) == pytest.approx(np.mean(variances[0]), rel=0.03)
+    assert np.min(skews[0]) > 0.3  # the lognormal field is skewed
+    assert np.max(np.abs(skews[1])) < 0.1  # its twin is not
+
+
+def test_gaussian_twin_excludes_power_matched(tmp_path):
+    with pytest.raises(ValueError, match="set one of them"):
+        simulate_convergence_maps(tmp_path, 1, 8, power_matched=True, gaussian_twin=True)
+    with pytest.raises(ValueError, match="set one of them"):
+        simulate_convergence_map(8, 1, power_matched=True, gaussian_twin=True)
+    assert not (tmp_path / "raw" / "manifest.csv").exists()
+
+
 def test_interrupted_run_leaves_no_manifest_and_no_temporaries(tmp_path, monkeypatch):
     real_write = hp.write_map
     calls = []
