@@ -18,7 +18,7 @@ runs it with any of its options, then shows how the pieces fit together afterwar
     python examples/classify_cosmologies.py --nside 64 --order 1 --noise 0.5 --epochs 5 \\
         --out runs/example
     python examples/classify_cosmologies.py --help      # all the options
-    make demo                                           # nside 128, order 2, 10 epochs
+    make demo                        # lognormal maps against their Gaussian twins, 7 epochs
 
 ``--resume`` continues an interrupted run exactly; ``torchrun --nproc_per_node 2 -m
 pyg_sphere.apps.train_cosmo`` trains data-parallel.

@@ -247,9 +247,10 @@ def main(argv: Optional[Sequence[str]] = None, *, parallel: bool = True) -> dict
 
     rows = comparison_rows(metrics, baselines)
     data = metrics["data"]
+    smoothed = f"smoothed to {args.smoothing:g}' FWHM, " if args.smoothing else ""
     setting = (
         f"nside {data['nside']}, order-{data['order']} patches ({data['patch_pixels']} pixels), "
-        f"noise {args.noise:g} x the maps' std"
+        f"{smoothed}noise {args.noise:g} x the maps' std"
     )
     figures = []
     if not args.no_figures:

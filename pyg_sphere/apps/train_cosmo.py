@@ -913,7 +913,8 @@ def train(args) -> dict:
     try:
         state = setup(args, rank, world, device)
         if state.main_rank and not args.no_figures and state.start_epoch == 0:
-            plot_example_maps(state.splits["test"], osp.join(args.out, "example_maps.png"))
+            names = ("lognormal", "Gaussian twin") if args.gaussian_twin else None
+            plot_example_maps(state.splits["test"], osp.join(args.out, "example_maps.png"), names)
         t_start = time.perf_counter()
         for epoch in range(state.start_epoch, args.epochs):
             run_epoch(state, epoch)
@@ -944,19 +945,22 @@ def _save(fig, path: str) -> None:
     plt.close(fig)
 
 
-def plot_example_maps(dataset: ConvergenceMaps, path: str) -> None:
+def plot_example_maps(
+    dataset: ConvergenceMaps, path: str, class_names: Optional[Sequence[str]] = None
+) -> None:
     """One test patch per class (as the model sees it, noise included): its place on the sphere
-    (Mollweide, the patch in an otherwise UNSEEN map) and a gnomonic close-up."""
+    (Mollweide, the patch in an otherwise UNSEEN map) and a gnomonic close-up, titled with
+    :obj:`class_names` (by class index) or else the cosmological parameters."""
     plt = _pyplot()
     labels = dataset.labels.tolist()
     picks = [labels.index(c) for c in sorted(set(labels))][:2]
     fig = plt.figure(figsize=(10, 4.2 * len(picks)))
     for row, i in enumerate(picks):
-        _plot_patch(dataset, dataset[i], fig, (len(picks), 2, 2 * row + 1))
+        _plot_patch(dataset, dataset[i], fig, (len(picks), 2, 2 * row + 1), class_names)
     _save(fig, path)
 
 
-def _plot_patch(dataset: ConvergenceMaps, data, fig, sub: tuple[int, int, int]) -> None:
+def _plot_patch(dataset: ConvergenceMaps, data, fig, sub: tuple[int, int, int], names) -> None:
     """A patch on the whole sphere in panel :obj:`sub`, and its close-up in the next panel."""
     import healpy as hp
 
@@ -965,7 +969,9 @@ def _plot_patch(dataset: ConvergenceMaps, data, fig, sub: tuple[int, int, int]) 
     pixels = dataset.patch_pixels(pid).numpy()
     full[pixels] = data.x[:, 0].numpy()
     name = f"class {label}"
-    if math.isfinite(float(data.omega_m)):
+    if names is not None:
+        name += f" ({names[label]})"
+    elif math.isfinite(float(data.omega_m)):
         name += f" ($\\Omega_m$={float(data.omega_m):.2f}, $\\sigma_8$={float(data.sigma_8):.3f})"
     centre = np.mean(hp.pix2vec(dataset.nside, pixels, nest=True), axis=1)
     lon, lat = hp.vec2ang(centre, lonlat=True)

@@ -98,7 +98,7 @@ def test_printed_summary(runs):
     root, metrics, _, printed = runs
     assert demo.format_table(metrics["comparison"]) in printed
     assert f"{TEST_PATCHES} test patches" in printed
-    assert "nside 16, order-1 patches (256 pixels), noise 2" in printed
+    assert "nside 16, order-1 patches (256 pixels), smoothed to 60' FWHM, noise 2" in printed
     gap = 100 * (metrics["test_acc"] - metrics["comparison"][2]["acc"])
     assert f"{gap:+.1f} points over the power spectrum + SVM" in printed
     train = metrics["data"]["samples"]["train"]
