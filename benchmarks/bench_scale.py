@@ -78,23 +78,31 @@ def fwd_bwd(fn, x, device, repeats, grad=None):
     return times[0], statistics.median(times[1:]) if repeats else float("nan")
 
 
-def child(stage: str, nside: int, device: str, repeats: int, recompute: bool = False) -> dict:
+def child(
+    stage: str,
+    nside: int,
+    device: str,
+    repeats: int,
+    recompute: bool = False,
+    index_dtype: str = "int64",
+    batch: int = 8,
+) -> dict:
     import torch
 
     import pyg_sphere
     from pyg_sphere.nn import SphericalChebConv
 
     torch.manual_seed(0)
+    if stage == "train":  # the model builds the graphs of its patch: no full-sphere graph
+        return train_step(nside, device, repeats, batch)
     t = time.perf_counter()
-    graph = pyg_sphere.healpix_graph(nside)
+    graph = pyg_sphere.healpix_graph(nside, index_dtype=getattr(torch, index_dtype))
     build = time.perf_counter() - t
     n = graph.num_nodes
     result = {"graph_s": build, "graph_bytes": nbytes(graph), "edges": graph.num_edges}
     if stage == "graph":
         result["peak_gb"] = peak_gb()
         return result
-    if stage == "train":
-        return {**result, **train_step(nside, device, repeats)}
     conv = SphericalChebConv(1, 16, K=5, recompute=recompute).to(device)
     x = torch.randn(n, 1, device=device, requires_grad=True)
     edge_index, edge_weight = graph.edge_index.to(device), graph.edge_weight.to(device)
@@ -145,7 +153,7 @@ def child(stage: str, nside: int, device: str, repeats: int, recompute: bool = F
     return result
 
 
-def train_step(nside: int, device: str, repeats: int) -> dict:
+def train_step(nside: int, device: str, repeats: int, batch: int = 8) -> dict:
     import torch
 
     from pyg_sphere import nested_patches
@@ -154,8 +162,8 @@ def train_step(nside: int, device: str, repeats: int) -> dict:
     pixels = nested_patches(nside, 2)[0]
     model = DeepSphere(1, 2, nside, pixels=pixels).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(8, pixels.numel(), 1, device=device)
-    y = torch.randint(0, 2, (8,), device=device)
+    x = torch.randn(batch, pixels.numel(), 1, device=device)
+    y = torch.randint(0, 2, (batch,), device=device)
     times = []
     for _ in range(1 + repeats):
         sync(device)
@@ -165,15 +173,16 @@ def train_step(nside: int, device: str, repeats: int) -> dict:
         optimizer.step()
         sync(device)
         times.append(time.perf_counter() - t)
-    out = {"patch_pixels": pixels.numel(), "batch": 8, "first_s": times[0]}
+    out = {"patch_pixels": pixels.numel(), "batch": batch, "first_s": times[0]}
     out["steady_s"] = statistics.median(times[1:]) if repeats else float("nan")
     out["peak_gb"] = peak_gb()
     return out
 
 
-def measure(stage, nside, device, repeats, timeout, recompute=False):
+def measure(stage, nside, device, repeats, timeout, **options):
+    """Runs :func:`child` in a fresh process; its options travel as JSON."""
     cmd = [sys.executable, __file__, "--child", stage, str(nside), device, str(repeats)]
-    cmd += ["recompute"] if recompute else []
+    cmd.append(json.dumps(options))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -192,7 +201,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per measurement")
     parser.add_argument("--recompute", action="store_true", help="conv stages with recompute=True")
+    parser.add_argument(
+        "--index-dtype",
+        default="int64",
+        choices=("int64", "int32"),
+        help="healpix_graph(index_dtype=...) of the graph and conv stages (default int64)",
+    )
+    parser.add_argument("--batch", type=int, default=8, help="patches per training step")
     args = parser.parse_args()
+    options = dict(recompute=args.recompute, index_dtype=args.index_dtype, batch=args.batch)
     import torch
 
     print(
@@ -206,22 +223,28 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for nside in args.nsides:
         for stage in args.what:
-            r = measure(stage, nside, args.device, args.repeats, args.timeout, args.recompute)
+            r = measure(stage, nside, args.device, args.repeats, args.timeout, **options)
             if "error" in r:
                 print(f"| {nside} | {stage} | {r['error']} | | | | | | | | |", flush=True)
                 continue
             npix = 12 * nside**2
             op = r.get("operator_bytes")
             peak = r.get("cuda_peak_gb", r["peak_gb"])
-            what = stage if stage != "train" else f"train ({r['batch']}x{r['patch_pixels']} px)"
-            if args.recompute and stage.startswith("conv"):
-                what += " (recompute)"
+            if stage == "train":
+                what = f"train ({r['batch']}x{r['patch_pixels']} px)"
+                graph_cells = "| | "  # no full-sphere graph: the model holds its patch's
+                per_graph = ""
+            else:
+                what = stage + (" (recompute)" if args.recompute and "conv" in stage else "")
+                what += " (int32)" if args.index_dtype == "int32" else ""
+                gb = r["graph_bytes"]
+                graph_cells = f"{r['graph_s']:.1f} | {gb / 2**30:.2f} | {gb / npix:.0f}"
+                per_graph = f"{peak * 2**30 / gb:.2f}"
             print(
-                f"| {nside} | {what} | {r['graph_s']:.1f} | {r['graph_bytes'] / 2**30:.2f} | "
-                f"{r['graph_bytes'] / npix:.0f} | {r.get('first_s', float('nan')):.2f} | "
+                f"| {nside} | {what} | {graph_cells} | {r.get('first_s', float('nan')):.2f} | "
                 f"{r.get('steady_s', float('nan')):.2f} | "
                 f"{'' if op is None else f'{op / 2**30:.2f}'} | {peak:.2f} | "
-                f"{peak * 2**30 / npix:.0f} | {peak * 2**30 / r['graph_bytes']:.2f} |",
+                f"{peak * 2**30 / npix:.0f} | {per_graph} |",
                 flush=True,
             )
 
@@ -229,7 +252,6 @@ def main():
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         stage, nside, device, repeats = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-        recompute = sys.argv[6:] == ["recompute"]
-        print(json.dumps(child(stage, nside, device, repeats, recompute)))
+        print(json.dumps(child(stage, nside, device, repeats, **json.loads(sys.argv[6]))))
     else:
         main()

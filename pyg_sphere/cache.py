@@ -74,9 +74,11 @@ class CacheInfo(NamedTuple):
     limit: int
 
 
-def nbytes(value: Any) -> int:
-    """Approximate memory held by a cached value: its tensors and arrays, recursively."""
-    seen = set()
+def nbytes(value: Any, shared: Sequence[Optional[Tensor]] = ()) -> int:
+    """Approximate memory held by a cached value: its tensors and arrays, recursively, less
+    the storage of the tensors :obj:`shared` (which the caller holds anyway: the key tensors
+    of an :class:`IdentityMemo`, whose storage a value may share)."""
+    seen = {("storage", t.untyped_storage().data_ptr(), t.device) for t in shared if t is not None}
 
     def walk(v) -> int:
         if isinstance(v, Tensor):
@@ -130,8 +132,8 @@ class _Cache:
             self._entries.move_to_end(key)
             return entry
 
-    def _store(self, key, value, extra=()):
-        size = nbytes(value)
+    def _store(self, key, value, extra=(), shared=()):
+        size = nbytes(value, shared)
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
@@ -224,7 +226,7 @@ class IdentityMemo(_Cache):
         value = build()
         drop = functools.partial(_drop, weakref.ref(self), key)
         refs = tuple(None if t is None else weakref.ref(t, drop) for t in tensors)
-        self._store(key, value, extra=(refs,))
+        self._store(key, value, extra=(refs,), shared=tensors)
         return value
 
     def peek(self, tensors: Sequence[Optional[Tensor]], extra: Hashable = ()):

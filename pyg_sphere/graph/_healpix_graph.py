@@ -119,7 +119,9 @@ def _blocks(n):
     return [(r0, min(n, r0 + _ROWS)) for r0 in range(0, n, _ROWS)]
 
 
-def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn, release=None):
+def _symmetric_edges(
+    col: np.ndarray, d2: np.ndarray, weight_fn, release=None, index_dtype=torch.int64
+):
     """Union-symmetrises directed neighbour lists into a coalesced ``edge_index`` and weights.
 
     `col` [n, k] holds local neighbour ids (n where there is none), `d2` the squared distances;
@@ -163,7 +165,12 @@ def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn, release=None):
         indptr[r0 + 1 : r1 + 1] = (col[r0:r1] < n).sum(1)
     indptr[1:] += np.bincount(extra_row, minlength=n)
     np.cumsum(indptr, out=indptr)
-    edge_index = torch.empty((2, int(indptr[-1])), dtype=torch.int64)
+    if int(indptr[-1]) > torch.iinfo(index_dtype).max:
+        raise ValueError(
+            f"the graph has {int(indptr[-1])} edges, more than {index_dtype} edge indices can "
+            "count: use index_dtype=torch.int64"
+        )
+    edge_index = torch.empty((2, int(indptr[-1])), dtype=index_dtype)
     edge_weight = torch.empty(int(indptr[-1]), dtype=torch.float32)
     out_index, out_weight = edge_index.numpy(), edge_weight.numpy()
     bounds = np.searchsorted(extra_row, [r1 for _, r1 in blocks])
@@ -192,14 +199,14 @@ def _symmetric_edges(col: np.ndarray, d2: np.ndarray, weight_fn, release=None):
     return edge_index, edge_weight
 
 
-def _edges(nside, node_pix, pixels, k, nest, variant, scale):
+def _edges(nside, node_pix, pixels, k, nest, variant, scale, index_dtype):
     """The symmetric edge list and weights :math:`\\exp(scale \\, d^2)` of the nodes."""
     n = len(node_pix)
     pix_nest = node_pix if nest else hp.ring2nest(nside, node_pix)
     # The directed lists, in scratch memory handed back block by block as the edge list
     # fills: the build peaks at about the size of the graph it returns.
-    index_dtype = np.int32 if max(12 * nside**2, n) < 2**31 - 1 else np.int64
-    col_scratch, d2_scratch = _Scratch((n, k), index_dtype), _Scratch((n, k), np.float32)
+    id_dtype = np.int32 if max(12 * nside**2, n) < 2**31 - 1 else np.int64
+    col_scratch, d2_scratch = _Scratch((n, k), id_dtype), _Scratch((n, k), np.float32)
     col, d2 = col_scratch.array, d2_scratch.array
     _neighbours(nside, pix_nest, k, variant, (col, d2))
     del pix_nest
@@ -224,10 +231,10 @@ def _edges(nside, node_pix, pixels, k, nest, variant, scale):
         col_scratch.release_rows(r0, r1)
         d2_scratch.release_rows(r0, r1)
 
-    return _symmetric_edges(col, d2, lambda d: np.exp(scale * d), release)
+    return _symmetric_edges(col, d2, lambda d: np.exp(scale * d), release, index_dtype)
 
 
-def _build(nside, pixels, k, nest, sigma, variant):
+def _build(nside, pixels, k, nest, sigma, variant, index_dtype=torch.int64):
     node_pix = np.arange(12 * nside**2, dtype=np.int64) if pixels is None else pixels
     n = len(node_pix)
     if variant == "v1":
@@ -235,7 +242,7 @@ def _build(nside, pixels, k, nest, sigma, variant):
         scale = -1.0 / sigma**2
     else:
         scale = -math.log(2) / sigma**2
-    edge_index, edge_weight = _edges(nside, node_pix, pixels, k, nest, variant, scale)
+    edge_index, edge_weight = _edges(nside, node_pix, pixels, k, nest, variant, scale, index_dtype)
     # Positions block by block, straight into float32 (no [n, 3] float64 copies).
     pos = torch.empty((n, 3), dtype=torch.float32)
     out_pos = pos.numpy()
@@ -262,14 +269,21 @@ def _build(nside, pixels, k, nest, sigma, variant):
     )
 
 
-def graph_memory(nside: int, num_neighbors: int = 8, num_nodes: Optional[int] = None) -> int:
-    """Estimated peak bytes of building a graph: the returned Data (int64 edge indices and
-    float32 weights for about ``num_neighbors + 0.6`` edges per node after symmetrisation,
-    float32 positions, int64 pixel ids) and what is left of the build's temporaries when it is
-    complete (the neighbour lists are handed back as the edge list fills): the build peaks at
-    1.07 (nside 1024) and 1.02 (nside 2048) times the Data above the interpreter's memory."""
+def graph_memory(
+    nside: int,
+    num_neighbors: int = 8,
+    num_nodes: Optional[int] = None,
+    index_dtype: torch.dtype = torch.int64,
+) -> int:
+    """Estimated peak bytes of building a graph: the returned Data (edge indices of
+    :obj:`index_dtype` and float32 weights for about ``num_neighbors + 0.6`` edges per node
+    after symmetrisation, float32 positions, int64 pixel ids) and what is left of the build's
+    temporaries when it is complete (the neighbour lists are handed back as the edge list
+    fills): the build peaks at 1.07 (nside 1024) and 1.02 (nside 2048) times the Data above the
+    interpreter's memory."""
     n = 12 * nside**2 if num_nodes is None else num_nodes
-    data = n * ((num_neighbors + 0.6) * 20 + 20)
+    index_bytes = torch.tensor([], dtype=index_dtype).element_size()
+    data = n * ((num_neighbors + 0.6) * (2 * index_bytes + 4) + 20)
     return int(1.2 * data)
 
 
@@ -316,6 +330,7 @@ def healpix_graph(
     variant: str = "v2",
     lambda_max: bool = True,
     cache_dir: Optional[str] = None,
+    index_dtype: torch.dtype = torch.int64,
 ) -> Data:
     r"""Builds the DeepSphere graph of a HEALPix sphere, or of a region of it.
 
@@ -354,6 +369,13 @@ def healpix_graph(
             kernel width (free), else :func:`~pyg_sphere.graph.estimate_lambda_max` (100
             sparse products). (default: True)
         cache_dir (str, optional): Directory of an on-disk graph cache.
+        index_dtype (torch.dtype): :obj:`torch.int64` (PyG's convention) or
+            :obj:`torch.int32` for :obj:`edge_index`. 32-bit indices take 64 of the 180 bytes
+            per pixel of a full-sphere graph off the :obj:`Data`, and
+            :class:`~pyg_sphere.nn.SphericalChebConv` then shares :obj:`edge_index[1]` as the
+            column indices of its operator (32 bytes per pixel less): what lets a convolution
+            on a full-sphere nside-2048 map fit in 16 GB. PyG's own layers index with int64:
+            give them :obj:`edge_index.long()`. (default: :obj:`torch.int64`)
 
     Returns:
         :class:`torch_geometric.data.Data` with :obj:`edge_index` :math:`[2, E]` (symmetric,
@@ -392,6 +414,8 @@ def healpix_graph(
             f"Unsupported num_neighbors={k}: it must be between 1 and "
             f"{min(MAX_K, 12 * nside**2 - 1)} at nside={nside}"
         )
+    if index_dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"index_dtype must be torch.int64 or torch.int32, got {index_dtype!r}")
     pixels = as_pixels(nside, pixels)
     sigma = None
     if variant == "v2":
@@ -407,6 +431,7 @@ def healpix_graph(
         sigma,
         variant,
         None if pixels is None else hashlib.blake2b(pixels.tobytes()).hexdigest(),
+        str(index_dtype),
     )
     path = None if cache_dir is None else _cache_path(cache_dir, key, pixels)
     data = _GRAPHS.peek(key)
@@ -415,10 +440,10 @@ def healpix_graph(
     if data is None:
         check_memory(
             f"healpix_graph(nside={nside}, num_neighbors={k})",
-            graph_memory(nside, k, None if pixels is None else len(pixels)),
+            graph_memory(nside, k, None if pixels is None else len(pixels), index_dtype),
             "build a region (pixels=...) or a smaller nside, or use a machine with more memory",
         )
-        data = _build(nside, pixels, k, bool(nest), sigma, variant)
+        data = _build(nside, pixels, k, bool(nest), sigma, variant, index_dtype)
         if path is not None and not lambda_max:
             _save(path, data)
     if lambda_max and "lambda_max" not in data:

@@ -115,6 +115,7 @@ def scaled_laplacian(
     ``w`` contributes ``w * x[j]`` to row ``i``. :obj:`lambda_max` holds one value, or one per
     graph of a batch, picked for each edge by ``batch[edge_index[0]]``.
     """
+    edge_index = edge_index.long()  # PyG's message passing indexes with int64 (a no-op then)
     row, col = edge_index[0], edge_index[1]
     weight = (
         torch.ones(row.numel(), dtype=dtype, device=row.device)
@@ -274,9 +275,9 @@ def _split_laplacian(
     block by block (no edge-sized temporaries besides the matrix), no sort and no transpose
     (the matrix is symmetric). With the diagonal apart, the products read 8 entries a row
     rather than 9 and add the diagonal in the same call (:meth:`ChebOperator.apply`). The
-    column indices are a 32-bit copy of ``edge_index[1]`` rather than that int64 tensor itself:
-    sharing it would save 4 bytes per edge, but torch's CSR products are 2-3x slower with int64
-    indices on few channels (CPU, torch 2.13).
+    column indices are ``edge_index[1]`` itself when the graph has 32-bit indices
+    (``healpix_graph(..., index_dtype=torch.int32)``: no copy), else a 32-bit copy of it:
+    torch's CSR products are 2-3x slower with int64 indices on few channels (CPU, torch 2.13).
     """
     row, col = edge_index[0], edge_index[1]
     weight = edge_weight.detach()

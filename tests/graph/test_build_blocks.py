@@ -38,3 +38,10 @@ def test_released_scratch_rows():
     assert (scratch.array[2048:] == 7).all()  # nothing past the rows is lost
     scratch.release_rows(2048, 5000)  # the map's last, partial page included
     assert not (scratch.array == 7).any()  # pages went back: they read as zeros
+
+
+def test_more_edges_than_the_index_dtype_counts_is_refused():
+    # 8-bit indices stand for int32 with more than 2**31 - 1 edges (nside 8192 and beyond).
+    sigma = kernel_width(4, 8)
+    with pytest.raises(ValueError, match=r"edges, more than torch.int8 edge indices can count"):
+        _healpix_graph._build(4, None, 8, True, sigma, "v2", torch.int8)

@@ -96,3 +96,52 @@ def test_layer_matches_pyg_chebconv_on_a_healpix_graph(normalization):
     torch.testing.assert_close(x.grad, x_ref.grad)
     for a, b in zip(ours.parameters(), theirs.parameters()):
         torch.testing.assert_close(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_int32_graph_shares_its_columns_and_filters_alike(name):
+    graph = GRAPHS[name]()
+    pixels = None if name == "sphere" else graph.pixels
+    small = pyg_sphere.healpix_graph(graph.nside, pixels=pixels, index_dtype=torch.int32)
+    assert small.edge_index.dtype == torch.int32
+    assert torch.equal(small.edge_index.long(), graph.edge_index)
+    assert torch.equal(small.edge_weight, graph.edge_weight)
+    op = _sparse.cheb_operator(
+        small.edge_index, small.edge_weight, small.num_nodes, "sym", (1.7,), torch.float32, CPU
+    )
+    # The operator's column indices are the graph's edge_index[1], not a copy ...
+    columns = op.off_diagonal.col_indices()
+    assert columns.data_ptr() == small.edge_index[1].data_ptr()
+    # ... and the cache does not count them: 4 bytes per edge less than with int64 indices.
+    from pyg_sphere import cache
+
+    assert cache.nbytes(op, shared=(small.edge_index,)) == cache.nbytes(op) - 8 * small.num_edges
+    torch.testing.assert_close(
+        op.matrix.to_dense().double(),
+        dense_scaled_laplacian(graph, "sym", 1.7),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    # The layer gives the same outputs and gradients on either graph, on its fast path and on
+    # its message path (edge weights that require a gradient).
+    torch.manual_seed(0)
+    conv = SphericalChebConv(2, 3, K=4, lambda_max=1.7)
+    x = torch.randn(graph.num_nodes, 2, requires_grad=True)
+    for weight in (None, graph.edge_weight.clone().requires_grad_()):
+        results = []
+        for g in (graph, small):
+            w = g.edge_weight if weight is None else weight
+            out = conv(x, g.edge_index, w)
+            (grad,) = torch.autograd.grad(out.square().sum(), x)
+            results.append((out, grad))
+        torch.testing.assert_close(results[0], results[1])
+
+
+def test_int32_index_dtype_is_checked():
+    with pytest.raises(ValueError, match="index_dtype must be torch.int64 or torch.int32"):
+        pyg_sphere.healpix_graph(4, index_dtype=torch.int16)
+    # The memory estimate follows the index size: 64 bytes per pixel less.
+    from pyg_sphere.graph._healpix_graph import graph_memory
+
+    saved = graph_memory(1024) - graph_memory(1024, index_dtype=torch.int32)
+    assert saved == pytest.approx(1.2 * 12 * 1024**2 * 8.6 * 8, rel=1e-6)
