@@ -373,9 +373,10 @@ def healpix_graph(
             :obj:`torch.int32` for :obj:`edge_index`. 32-bit indices take 64 of the 180 bytes
             per pixel of a full-sphere graph off the :obj:`Data`, and
             :class:`~pyg_sphere.nn.SphericalChebConv` then shares :obj:`edge_index[1]` as the
-            column indices of its operator (32 bytes per pixel less): what lets a convolution
-            on a full-sphere nside-2048 map fit in 16 GB. PyG's own layers index with int64:
-            give them :obj:`edge_index.long()`. (default: :obj:`torch.int64`)
+            column indices of its operator (32 bytes per pixel less): one
+            ``SphericalChebConv(1, 16, K=5, recompute=True)`` forward+backward on a full-sphere
+            nside-2048 map then peaks at 14.8 GiB (``docs/benchmarks.md``). PyG's own layers
+            index with int64: give them :obj:`edge_index.long()`. (default: :obj:`torch.int64`)
 
     Returns:
         :class:`torch_geometric.data.Data` with :obj:`edge_index` :math:`[2, E]` (symmetric,

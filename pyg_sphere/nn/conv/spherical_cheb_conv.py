@@ -165,7 +165,9 @@ class SphericalChebConv(MessagePassing):
 
         Args:
             x (torch.Tensor): Node features :math:`[N, F_{in}]` or :math:`[B, N, F_{in}]`.
-            edge_index (torch.Tensor): Graph edges :math:`[2, E]`.
+            edge_index (torch.Tensor): Graph edges :math:`[2, E]`, int64 or int32 (a
+                :func:`~pyg_sphere.healpix_graph` with ``index_dtype=torch.int32``, whose
+                ``edge_index[1]`` the layer's operator shares).
             edge_weight (torch.Tensor, optional): Edge weights :math:`[E]`.
             batch (torch.Tensor, optional): Graph of each node :math:`[N]`, needed with
                 per-graph :obj:`lambda_max`.
