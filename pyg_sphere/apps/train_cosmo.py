@@ -969,7 +969,7 @@ def _plot_patch(dataset: ConvergenceMaps, data, fig, sub: tuple[int, int, int], 
     pixels = dataset.patch_pixels(pid).numpy()
     full[pixels] = data.x[:, 0].numpy()
     name = f"class {label}"
-    if names is not None:
+    if names is not None and 0 <= label < len(names):
         name += f" ({names[label]})"
     elif math.isfinite(float(data.omega_m)):
         name += f" ($\\Omega_m$={float(data.omega_m):.2f}, $\\sigma_8$={float(data.sigma_8):.3f})"
