@@ -375,8 +375,9 @@ def healpix_graph(
             :class:`~pyg_sphere.nn.SphericalChebConv` then shares :obj:`edge_index[1]` as the
             column indices of its operator (32 bytes per pixel less): one
             ``SphericalChebConv(1, 16, K=5, recompute=True)`` forward+backward on a full-sphere
-            nside-2048 map then peaks at 14.8 GiB (``docs/benchmarks.md``). PyG's own layers
-            index with int64: give them :obj:`edge_index.long()`. (default: :obj:`torch.int64`)
+            nside-2048 map then peaks at 14.8 GiB (``docs/benchmarks.md``). Coarsened graphs
+            keep the index type. int64 is PyG's convention: a layer or utility that expects it
+            gets :obj:`edge_index.long()`. (default: :obj:`torch.int64`)
 
     Returns:
         :class:`torch_geometric.data.Data` with :obj:`edge_index` :math:`[2, E]` (symmetric,

@@ -150,6 +150,8 @@ def coarsen_graph(graph: Data, levels: int = 1, *, lambda_max: Optional[bool] = 
         kernel_width=kernel_width,
         variant=graph.variant,
         lambda_max=lambda_max,
+        # The coarse graph keeps the fine one's index type (a graph without edges: int64).
+        index_dtype=torch.int64 if graph.edge_index is None else graph.edge_index.dtype,
     )
 
 

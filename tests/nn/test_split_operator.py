@@ -145,3 +145,28 @@ def test_int32_index_dtype_is_checked():
 
     saved = graph_memory(1024) - graph_memory(1024, index_dtype=torch.int32)
     assert saved == pytest.approx(1.2 * 12 * 1024**2 * 8.6 * 8, rel=1e-6)
+
+
+def test_int32_graphs_batch_pool_and_coarsen_like_int64_ones():
+    from torch_geometric.data import Batch
+
+    from pyg_sphere.nn.pool import healpix_pool_data, healpix_pool_graph
+
+    graphs = {}
+    for dtype in (torch.int64, torch.int32):
+        g = pyg_sphere.healpix_graph(8, index_dtype=dtype)
+        g.x = torch.randn(g.num_nodes, 1, generator=torch.Generator().manual_seed(0))
+        graphs[dtype] = g
+    # Coarser graphs keep the index type, with the same edges.
+    coarse = {d: healpix_pool_graph(g) for d, g in graphs.items()}
+    assert coarse[torch.int32].edge_index.dtype == torch.int32
+    assert torch.equal(coarse[torch.int32].edge_index.long(), coarse[torch.int64].edge_index)
+    # A PyG Batch keeps int32 indices; the layer and pooling give the same results.
+    batches = {d: Batch.from_data_list([g, g]) for d, g in graphs.items()}
+    assert batches[torch.int32].edge_index.dtype == torch.int32
+    conv = SphericalChebConv(1, 2, K=3, lambda_max=1.9)
+    out = [conv(b.x, b.edge_index, b.edge_weight, batch=b.batch) for b in batches.values()]
+    torch.testing.assert_close(out[0], out[1])
+    pooled = [healpix_pool_data(b) for b in batches.values()]
+    assert torch.equal(pooled[0].x, pooled[1].x)
+    assert torch.equal(pooled[1].edge_index.long(), pooled[0].edge_index)
