@@ -282,7 +282,7 @@ def graph_memory(
     fills): the build peaks at 1.07 (nside 1024) and 1.02 (nside 2048) times the Data above the
     interpreter's memory."""
     n = 12 * nside**2 if num_nodes is None else num_nodes
-    index_bytes = torch.tensor([], dtype=index_dtype).element_size()
+    index_bytes = torch.iinfo(index_dtype).bits // 8
     data = n * ((num_neighbors + 0.6) * (2 * index_bytes + 4) + 20)
     return int(1.2 * data)
 

@@ -397,15 +397,21 @@ def _mm2(a: Tensor, x: Tensor, previous: Tensor) -> Tensor:
     return torch.addmm(previous, a, x, beta=-1.0, alpha=2.0)
 
 
+def _iter_terms(op: "ChebOperator", x: Tensor, K: int):
+    """The terms :math:`T_k(\\tilde{L}) x`, k = 0 ... K - 1 (K >= 2), of a 2-D x, one at a
+    time: the recursion holds only the last two."""
+    t0, t1 = x, op.apply(x)
+    yield t0
+    yield t1
+    for _ in range(2, K):
+        t0, t1 = t1, op.step(t1, t0)
+        yield t1
+
+
 def _terms(op: "ChebOperator", x: Tensor, K: int) -> Tensor:
     """The stacked terms :math:`T_k(\\tilde{L}) x` [N, B, K, F] of x [N, B, F]."""
     n, b, f = x.shape
-    t0 = x.reshape(n, b * f)
-    t1 = op.apply(t0)
-    terms = [t0, t1]
-    for _ in range(2, K):
-        t0, t1 = t1, op.step(t1, t0)
-        terms.append(t1)
+    terms = _iter_terms(op, x.reshape(n, b * f), K)
     return torch.stack([t.view(n, b, f) for t in terms], dim=2)
 
 
@@ -484,14 +490,8 @@ class _ChebyshevFilter(torch.autograd.Function):
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[1]:
             grad_t = grad.t()
-            t0 = x.reshape(n, b * f)
-            t1 = op.apply(t0)
-            parts = [grad_t.mm(t0.view(n * b, f)), grad_t.mm(t1.view(n * b, f))]
-            for _ in range(2, K):
-                t0, t1 = t1, op.step(t1, t0)
-                parts.append(grad_t.mm(t1.view(n * b, f)))
-            del t0, t1
-            grad_weight = torch.cat(parts, dim=1)
+            terms = _iter_terms(op, x.reshape(n, b * f), K)
+            grad_weight = torch.cat([grad_t.mm(t.view(n * b, f)) for t in terms], dim=1)
         if ctx.needs_input_grad[2] and ctx.has_bias:
             grad_bias = grad.sum(0)
         if ctx.needs_input_grad[0]:
