@@ -26,7 +26,7 @@ import numpy as np
 
 import pyg_sphere
 from pyg_sphere._io import atomic_write_text
-from pyg_sphere.graph.laplacian import _DENSE_NODES, _adjacency, _lanczos_max, _start_vector
+from pyg_sphere.graph.laplacian import _DENSE_NODES, _adjacency, _lanczos_max, _start_vectors
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "pyg_sphere", "graph", "_lambda_table.py")
 # (variant, num_neighbors) -> largest nside tabulated by default.
@@ -40,10 +40,12 @@ def converged_lambda_max(graph, chunk: int = 200, max_steps: int = 2000):
     diagonal = (degree > 0).astype(np.float64)
     if graph.num_nodes <= _DENSE_NODES:
         return float(np.linalg.eigvalsh(np.diag(diagonal) - adjacency.toarray()).max()), 0.0, 0
-    start = _start_vector(degree, squares)
+    starts = _start_vectors(degree, squares)
     previous, steps = None, chunk
     while True:
-        value = _lanczos_max(lambda v: diagonal * v - adjacency @ v, start, steps)
+        value = max(
+            _lanczos_max(lambda v: diagonal * v - adjacency @ v, start, steps) for start in starts
+        )
         if previous is not None and (value - previous) <= 1e-7 * value or steps >= max_steps:
             return value, (value - previous) / value, steps
         previous, steps = value, steps + chunk

@@ -6,6 +6,14 @@ so they are found by comparing a fixed set of candidates: on whole faces with ar
 gathers), on sparse regions with gathers. Pixels near a face edge, where the grid changes
 orientation, are answered by a k-d tree over the band of pixels along all face edges. The result
 equals a k-d tree query over the whole sphere (tested), at a fraction of its cost.
+
+The sphere turns into itself by a quarter turn about the polar axis: the four faces of each row
+(north, equatorial, south) map onto each other, keeping their local pixel ids. Every pixel's
+neighbours are found on the first face of its row and turned back, so the lists (ties and
+rounding included) have the sphere's symmetry exactly, and the full sphere costs the search of
+three faces, not twelve. Squared distances are exactly symmetric: a pair within one face is
+measured in the frame of its row's first face, a pair across faces between the true centres,
+by the same sum of squares whichever end asks.
 """
 
 import os
@@ -23,8 +31,9 @@ MAX_K = 60
 # candidates than needed, which covers the shear of the grid inside the faces.
 _HALF_WIDTHS = ((8, 2), (20, 3), (40, 5), (MAX_K, 6))
 
-# Rows processed at once, to bound the memory of the candidate distances.
-_CHUNK = 1 << 18
+# Candidates processed at once, to bound the memory of their distances (8 MB of float64):
+# large enough for numpy's loops, not Python's, to take the time.
+_CHUNK = 1 << 20
 
 
 def half_width(k: int) -> int:
@@ -44,10 +53,83 @@ def _vec(nside: int, pix: np.ndarray) -> np.ndarray:
     return np.stack(hp.pix2vec(nside, pix, nest=True), axis=-1)
 
 
+def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared distances between points [..., 3], summed x, y, z in this order: the same
+    number for (a, b) as for (b, a), and as the whole-face search computes."""
+    return (
+        (a[..., 0] - b[..., 0]) ** 2 + (a[..., 1] - b[..., 1]) ** 2 + (a[..., 2] - b[..., 2]) ** 2
+    )
+
+
+def _face_shift(nside: int) -> int:
+    """Bits of a nested id below its face number (``nside**2`` ids per face)."""
+    return 2 * (nside.bit_length() - 1)
+
+
+def turn_pixels(nside: int, pixels: np.ndarray, turns) -> np.ndarray:
+    """Nested ids of `pixels` turned by `turns` quarter turns east about the polar axis.
+
+    A quarter turn maps face ``4 r + q`` onto face ``4 r + (q + 1) % 4`` with the same local id
+    (healpy's faces 0-3, 4-7 and 8-11 are the north, equatorial and south rows). `turns` is an
+    int or an array that broadcasts against `pixels`; the dtype of `pixels` is kept.
+    """
+    pixels = np.asarray(pixels)
+    shift = _face_shift(nside)
+    face = pixels >> shift
+    turned = (face & ~3) | ((face + turns) & 3)
+    return ((turned << shift) | (pixels & (nside * nside - 1))).astype(pixels.dtype, copy=False)
+
+
 def _select(d2: np.ndarray, k: int):
     """Indices and values of the k smallest entries along the last axis."""
     sel = np.argpartition(d2, k - 1, axis=-1)[..., :k]
     return sel, np.take_along_axis(d2, sel, axis=-1)
+
+
+def _contains(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Whether each of `values` [...] is among its row of `rows` [..., k]."""
+    equal = rows == values[..., None]
+    if equal.shape[-1] % 8 == 0:  # eight flags at once, as one 64-bit word
+        words = equal.view(np.uint64)
+        return words[..., 0] != 0 if words.shape[-1] == 1 else (words != 0).any(-1)
+    return equal.any(-1)
+
+
+def _select_window(cand_d2: np.ndarray, k: int):
+    """:func:`_select` of ``np.moveaxis(cand_d2, 0, -1)`` for candidates [c, ...] of a window.
+
+    Neighbouring pixels mostly pick the same candidates: the sets a sample of the pixels picks
+    most are tried first, each taken where its largest distance is strictly below the smallest
+    of the others (its k are then the k nearest). The other pixels, exact ties among them, go
+    through argpartition as every pixel did before. Past 20 neighbours the sets vary too much
+    from pixel to pixel for the guesses to pay.
+    """
+    if k > 20:
+        return _select(np.moveaxis(cand_d2, 0, -1), k)
+    c, shape = len(cand_d2), cand_d2.shape[1:]
+    flat = cand_d2.reshape(c, -1)
+    sel = np.empty((flat.shape[1], k), dtype=np.int8)  # candidate numbers (c <= 168)
+    sample = flat[:, :: max(1, flat.shape[1] // 256)].T
+    picks = np.sort(np.argpartition(sample, k - 1, axis=1)[:, :k], axis=1)
+    sets, counts = np.unique(picks, axis=0, return_counts=True)
+    todo = np.arange(flat.shape[1])
+    for guess in sets[np.argsort(-counts, kind="stable")[:4]]:
+        sub = flat if len(todo) == flat.shape[1] else flat[:, todo]
+        others = np.setdiff1d(np.arange(c), guess)
+        largest, smallest = sub[guess[0]].copy(), sub[others[0]].copy()
+        for g in guess[1:]:  # plane by plane: no [k, P] copies
+            np.maximum(largest, sub[g], out=largest)
+        for o in others[1:]:
+            np.minimum(smallest, sub[o], out=smallest)
+        taken = largest < smallest
+        sel[todo[taken]] = guess
+        todo = todo[~taken]
+        if len(todo) == 0:
+            break
+    if len(todo):
+        sel[todo] = np.argpartition(flat[:, todo].T, k - 1, axis=1)[:, :k]
+    d2 = np.take_along_axis(flat.T, sel.astype(np.intp), axis=1)
+    return sel.reshape(*shape, k), d2.reshape(*shape, k)
 
 
 @cache.memoize("knn_tree", cache.DEFAULT_LARGE_LIMIT)
@@ -67,15 +149,17 @@ def _knn_tree(nside, pix, k, w):
     tree, tree_pix = _edge_band_tree(nside, 3 * w)
     nbr = np.empty((len(pix), k), dtype=np.int64)
     d2 = np.empty((len(pix), k), dtype=np.float32)
-    for start in range(0, len(pix), _CHUNK):
-        p = pix[start : start + _CHUNK]
-        dist, idx = tree.query(_vec(nside, p), k=k + 1)
+    for start in range(0, len(pix), _CHUNK // k):
+        p = pix[start : start + _CHUNK // k]
+        pos = _vec(nside, p)
+        _, idx = tree.query(pos, k=k + 1)
         cand = tree_pix[idx]
         # Drop the pixel itself (distance 0, so it is always among the k + 1 returned).
         keep = cand != p[:, None]
         keep[keep.sum(1) > k, -1] = False
-        nbr[start : start + _CHUNK] = cand[keep].reshape(-1, k)
-        d2[start : start + _CHUNK] = (dist[keep] ** 2).reshape(-1, k)
+        cand = cand[keep].reshape(-1, k)
+        nbr[start : start + _CHUNK // k] = cand
+        d2[start : start + _CHUNK // k] = _sq_dist(pos[:, None], _vec(nside, cand))
     return nbr, d2
 
 
@@ -86,8 +170,7 @@ def _knn_gather(nside, pix, x, y, face, k, w):
     for start in range(0, len(pix), _CHUNK // len(dx) + 1):
         s = slice(start, start + _CHUNK // len(dx) + 1)
         cand = hp.xyf2pix(nside, x[s, None] + dx, y[s, None] + dy, face, nest=True)
-        diff = _vec(nside, cand) - _vec(nside, pix[s])[:, None]
-        sel, d2[s] = _select(np.einsum("ijk,ijk->ij", diff, diff), k)
+        sel, d2[s] = _select(_sq_dist(_vec(nside, pix[s])[:, None], _vec(nside, cand)), k)
         nbr[s] = np.take_along_axis(cand, sel, axis=1)
     return nbr, d2
 
@@ -106,7 +189,8 @@ def _knn_face(nside, face, k, w):
     nbr = np.empty((m, m, k), dtype=grid_pix.dtype)
     d2 = np.empty((m, m, k), dtype=np.float32)
     rows = max(1, _CHUNK // (m * len(dx)))
-    for i0 in range(0, m, rows):
+
+    def stripe(i0):  # stripes fill disjoint rows
         i1 = min(m, i0 + rows)
         centre = pos[:, w + i0 : w + i1, w : w + m]
         cand_d2 = np.empty((len(dx), i1 - i0, m))
@@ -117,10 +201,12 @@ def _knn_face(nside, face, k, w):
             )
             np.square(diff, out=diff)
             np.sum(diff, axis=0, out=cand_d2[o])
-        sel, d2[i0:i1] = _select(np.moveaxis(cand_d2, 0, -1), k)
+        sel, d2[i0:i1] = _select_window(cand_d2, k)
         ii = np.arange(w + i0, w + i1)[:, None, None] + dx[sel]
         jj = np.arange(w, w + m)[None, :, None] + dy[sel]
         nbr[i0:i1] = grid_pix[ii, jj]
+
+    parallel_map(stripe, range(0, m, rows), m * m * len(dx))
     return nbr, d2
 
 
@@ -140,28 +226,50 @@ def healpix_knn(nside: int, pixels: np.ndarray, k: int, out=None):
     if out is None:
         out = np.empty((len(pixels), k), dtype=np.int64), np.empty((len(pixels), k), np.float32)
     nbr, d2 = out
-    x, y, face = hp.pix2xyf(nside, pixels, nest=True)
+    # Search on the first face of each pixel's row, then turn the neighbours back.
+    turns = (pixels >> _face_shift(nside)) & 3
+    first = turn_pixels(nside, pixels, -turns) if turns.any() else pixels
+    x, y, face = hp.pix2xyf(nside, first, nest=True)
     inner = np.minimum(np.minimum(x, y), nside - 1 - np.maximum(x, y)) >= w
 
     edge = np.flatnonzero(~inner)
     if len(edge):
-        nbr[edge], d2[edge] = _knn_tree(nside, pixels[edge], k, w)
+        # The four turns of a pixel share one query.
+        unique, inverse = np.unique(first[edge], return_inverse=True)
+        edge_nbr, edge_d2 = _knn_tree(nside, unique, k, w)
+        edge_nbr = turn_pixels(nside, edge_nbr[inverse], turns[edge, None])
+        edge_d2 = edge_d2[inverse]
+        # Pairs across faces are measured between the true centres (see the module's notes);
+        # only pixels near a face edge have neighbours on another face.
+        across = (edge_nbr >> _face_shift(nside)) != (pixels[edge] >> _face_shift(nside))[:, None]
+        rows, slots = np.nonzero(across)
+        edge_d2[rows, slots] = _sq_dist(
+            _vec(nside, pixels[edge[rows]]), _vec(nside, edge_nbr[rows, slots])
+        )
+        nbr[edge], d2[edge] = edge_nbr, edge_d2
 
-    def one_face(f):  # faces fill disjoint rows
+    def copy(task):  # rows of a searched face, from its grids
+        r, face_nbr, face_d2 = task
+        at = (x[r] - w) * (nside - 2 * w) + (y[r] - w)  # row of (x, y) in the grids
+        nbr[r], d2[r] = np.take(face_nbr, at, axis=0), np.take(face_d2, at, axis=0)
+        if turns[r].any():
+            nbr[r] = turn_pixels(nside, nbr[r], turns[r, None])
+
+    def search(task):  # scattered rows, one by one
+        r, f = task
+        r_nbr, d2[r] = _knn_gather(nside, first[r], x[r], y[r], f, k, w)
+        nbr[r] = turn_pixels(nside, r_nbr, turns[r, None])
+
+    for f in (0, 4, 8):  # one face at a time, its rows on all cores
         rows = np.flatnonzero(inner & (face == f))
-        if len(rows) == 0:
-            return
+        # Chunks of rows: no face-sized copies of the gathered lists.
+        chunks = [rows[start : start + _CHUNK // k] for start in range(0, len(rows), _CHUNK // k)]
         if len(rows) > (nside - 2 * w) ** 2 // 4:  # dense: whole-face slicing is cheaper
-            face_nbr, face_d2 = _knn_face(nside, f, k, w)
-            # Row by row chunks: no face-sized copies of the gathered lists.
-            for start in range(0, len(rows), _CHUNK):
-                r = rows[start : start + _CHUNK]
-                gx, gy = x[r] - w, y[r] - w
-                nbr[r], d2[r] = face_nbr[gx, gy], face_d2[gx, gy]
+            face_nbr, face_d2 = (a.reshape(-1, k) for a in _knn_face(nside, f, k, w))
+            parallel_map(copy, [(r, face_nbr, face_d2) for r in chunks], len(rows) * k)
+            del face_nbr, face_d2
         else:
-            nbr[rows], d2[rows] = _knn_gather(nside, pixels[rows], x[rows], y[rows], f, k, w)
-
-    parallel_map(one_face, range(12), work=len(pixels) * k)
+            parallel_map(search, [(r, f) for r in chunks], len(rows) * k)
     return nbr, d2
 
 

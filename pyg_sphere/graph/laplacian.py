@@ -73,9 +73,13 @@ def estimate_lambda_max(
     (tests and ``docs/benchmarks.md``) it always did. Graphs of up to 256 nodes get the exact
     value times the margin.
 
-    The start vector is computed from each node's weighted degree and squared weights, not
-    from its index, so the estimate does not depend on the order of the nodes (the same graph
-    under a permutation gives the same value to rounding). The cost is 100 sparse products with
+    Lanczos runs twice, from a vector computed from each node's weighted degree and squared
+    weights (not from its index) and from a seeded random vector, and keeps the larger value.
+    The random start reaches the eigenvectors that a symmetric graph's structure cannot (a
+    vector computed from the graph alone is unchanged by its symmetries, such as the quarter
+    turns of a full HEALPix sphere). Each run goes on until its value settles, so the estimate
+    does not depend on the order of the nodes (the same graph under a permutation gives the
+    same value to rounding). The cost is twice 100 or more sparse products with
     the normalized adjacency matrix, built from the edge list without a copy of the indices
     when the list is sorted by source node (as :func:`~pyg_sphere.healpix_graph` returns it).
     Self loops are left out, as :class:`~pyg_sphere.nn.SphericalChebConv` leaves them out. The
@@ -106,8 +110,10 @@ def estimate_lambda_max(
         lap = np.diag(diagonal) - adjacency.toarray()
         value = float(np.linalg.eigvalsh(lap).max())
     else:
-        start = _start_vector(degree, squares)
-        value = _lanczos_max(lambda v: diagonal * v - adjacency @ v, start)
+        value = max(
+            _lanczos_max(lambda v: diagonal * v - adjacency @ v, start)
+            for start in _start_vectors(degree, squares)
+        )
     return float(LAMBDA_MAX_MARGIN * value)
 
 
@@ -139,14 +145,18 @@ def _adjacency(edge_index, edge_weight, num_nodes, normalization):
     return degree, squares, adjacency
 
 
-def _start_vector(degree: np.ndarray, squares: np.ndarray) -> np.ndarray:
-    """A start vector that looks random but depends only on each node's neighbourhood (its
-    weighted degree and the sum of its squared weights), hence not on the node order."""
-    v = np.sin(1e4 * degree + 3e3 * squares) + np.cos(7e3 * squares + 1e3 * degree)
-    if v.std() < 1e-6 * (np.abs(v).mean() + 1e-300):
-        # Every node looks the same (a regular graph): no structural start vector exists.
-        v = np.random.default_rng(0).standard_normal(degree.size)
-    return v
+def _start_vectors(degree: np.ndarray, squares: np.ndarray) -> list:
+    """The two start vectors of the estimate: one that looks random but depends only on each
+    node's neighbourhood (its weighted degree and the sum of its squared weights), hence not
+    on the node order; and a seeded random one. A vector computed from the graph alone is
+    unchanged by the graph's symmetries (the quarter turns of a full HEALPix sphere), so the
+    Krylov space it spans misses every eigenvector that they change: the random start
+    reaches those."""
+    structural = np.sin(1e4 * degree + 3e3 * squares) + np.cos(7e3 * squares + 1e3 * degree)
+    random = np.random.default_rng(0).standard_normal(degree.size)
+    if structural.std() < 1e-6 * (np.abs(structural).mean() + 1e-300):
+        return [random]  # every node looks the same (a regular graph)
+    return [structural, random]
 
 
 def _lanczos_max(
