@@ -2,9 +2,13 @@
 
 The straightforward construction is what a user would write: centres from healpy, a scipy
 cKDTree query of the k + 1 nearest centres (on all cores), union-symmetrisation with scipy.sparse,
-Gaussian weights. Each measurement runs in a fresh process, to read its peak memory.
+Gaussian weights. Each measurement runs in a fresh process, to read its peak memory. With
+``--before PATH``, pyg_sphere from another source tree (e.g. a checkout of an earlier commit)
+is measured in the same run, interleaved.
 
     python benchmarks/bench_graph.py [--nsides 64 128 256 512 1024] [--ks 8 20] [--repeats 3]
+    git worktree add /tmp/before <commit>
+    python benchmarks/bench_graph.py --ks 8 --nsides 1024 --before /tmp/before
 """
 
 import argparse
@@ -16,6 +20,9 @@ import sys
 
 CHILD = r"""
 import json, math, resource, sys, time
+method, nside, k, source = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+if source:
+    sys.path.insert(0, source)  # pyg_sphere from that tree
 import healpy as hp, numpy as np, scipy.sparse as sp, torch
 from scipy.spatial import cKDTree
 import pyg_sphere
@@ -33,11 +40,10 @@ def straightforward(nside, k):
     edge_index = torch.from_numpy(np.stack([row, adj.indices.astype(np.int64)]))
     return edge_index, torch.from_numpy(weight.astype(np.float32))
 
-method, nside, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
-if method == 'pyg_sphere':
-    g = pyg_sphere.healpix_graph(nside, k=k, lambda_max=False)
+if method != 'kdtree':
+    g = pyg_sphere.healpix_graph(nside, num_neighbors=k, lambda_max=False)
     num_edges = g.edge_index.shape[1]
 else:
     num_edges = straightforward(nside, k)[0].shape[1]
@@ -48,9 +54,9 @@ print(json.dumps(dict(seconds=seconds, peak_gb=peak / 2**20, extra_gb=(peak - ba
 """
 
 
-def measure(method, nside, k):
+def measure(method, nside, k, source=""):
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, method, str(nside), str(k)],
+        [sys.executable, "-c", CHILD, method, str(nside), str(k), source],
         check=True,
         capture_output=True,
         text=True,
@@ -63,34 +69,45 @@ def main():
     parser.add_argument("--nsides", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     parser.add_argument("--ks", type=int, nargs="+", default=[8, 20])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--before", default="", help="source tree of an earlier pyg_sphere")
     args = parser.parse_args()
     # Edge counts may differ by a few edges: exactly tied k-th neighbours go either way.
     print(
         f"machine: {platform.machine()}, {platform.python_version()}, "
         f"{__import__('os').cpu_count()} cores; median of {args.repeats} runs, peak RSS"
     )
+    before = f" | {'before s':>8} {'GB':>5} {'x':>5}" if args.before else ""
     print(
         f"{'k':>3} {'nside':>6} {'pixels':>10} {'edges':>11} {'kd-tree':>11} | "
         f"{'pyg_sphere s':>12} {'GB':>5} | {'kd-tree s':>9} {'GB':>5} | "
-        f"{'speed-up':>8} {'us/pixel':>8}"
+        f"{'speed-up':>8} {'us/pixel':>8}{before}"
     )
+    sources = {"pyg_sphere": "", "kdtree": ""}
+    if args.before:
+        sources["before"] = args.before
     for k in args.ks:
         for nside in args.nsides:
-            runs = {"pyg_sphere": [], "kdtree": []}
-            for _ in range(args.repeats):  # interleaved, so both see the same machine load
-                for method in runs:
-                    runs[method].append(measure(method, nside, k))
+            runs = {method: [] for method in sources}
+            for _ in range(args.repeats):  # interleaved, so all see the same machine load
+                for method, source in sources.items():
+                    runs[method].append(measure(method, nside, k, source))
+            seconds = {m: statistics.median(r["seconds"] for r in runs[m]) for m in runs}
+            peak = {m: max(r["peak_gb"] for r in runs[m]) for m in runs}
             ours, ref = runs["pyg_sphere"], runs["kdtree"]
-            t_ours = statistics.median(r["seconds"] for r in ours)
-            t_ref = statistics.median(r["seconds"] for r in ref)
-            print(
+            line = (
                 f"{k:>3} {nside:>6} {12 * nside**2:>10} {ours[0]['num_edges']:>11} "
                 f"{ref[0]['num_edges']:>11} | "
-                f"{t_ours:>12.2f} {max(r['peak_gb'] for r in ours):>5.2f} | "
-                f"{t_ref:>9.2f} {max(r['peak_gb'] for r in ref):>5.2f} | "
-                f"{t_ref / t_ours:>7.1f}x {1e6 * t_ours / (12 * nside**2):>8.2f}",
-                flush=True,
+                f"{seconds['pyg_sphere']:>12.2f} {peak['pyg_sphere']:>5.2f} | "
+                f"{seconds['kdtree']:>9.2f} {peak['kdtree']:>5.2f} | "
+                f"{seconds['kdtree'] / seconds['pyg_sphere']:>7.1f}x "
+                f"{1e6 * seconds['pyg_sphere'] / (12 * nside**2):>8.2f}"
             )
+            if args.before:
+                line += (
+                    f" | {seconds['before']:>8.2f} {peak['before']:>5.2f} "
+                    f"{seconds['before'] / seconds['pyg_sphere']:>4.1f}x"
+                )
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

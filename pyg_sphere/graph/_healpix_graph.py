@@ -221,7 +221,7 @@ def _symmetric_edges(
         c = col[r0:r1]
         rows = np.arange(r0, r1, dtype=col.dtype)
         # i -> j is mutual if i is among j's neighbours; else j -> i must be added.
-        mutual = _contains(col[np.where(c < n, c, 0)], rows[:, None])
+        mutual = _contains(np.take(col, np.where(c < n, c, 0), axis=0), rows[:, None])
         src, slot = np.nonzero((c < n) & ~mutual)
         return c[src, slot], rows[src], d2[r0:r1][src, slot]
 
@@ -264,18 +264,19 @@ def _full_sphere_edges(nside: int, k: int, weight_fn, index_dtype=torch.int64):
     def missing_reverse(block):
         # Pixel p of a first face with neighbour c: turned by t (c onto its row's first face),
         # p' -> c' is an edge of the graph, and c' -> p' is missing unless p' is in row c'.
+        # Flat [b * k] arrays of the ids' own dtype: np.take of whole rows is the fast gather.
         r0, r1 = block
-        c_first = col[r0:r1].astype(np.int64)
-        p_turned = np.repeat(row_ids[r0:r1, None], k, axis=1)
+        c_first = col[r0:r1].ravel().copy()
+        p_turned = np.repeat(row_ids[r0:r1].astype(col.dtype), k)
         # Most neighbours lie on a first face (no turn): only the others are turned.
-        turned = np.nonzero(c_first >> shift & 3)
+        turned = np.flatnonzero(c_first >> shift & 3)
         turns = -(c_first[turned] >> shift) & 3
         c_first[turned] = turn_pixels(nside, c_first[turned], turns)
         p_turned[turned] = turn_pixels(nside, p_turned[turned], turns)
         c_row = list_row(c_first)
-        src, slot = np.nonzero(~_contains(col[c_row], p_turned))
-        rows, cols = c_row[src, slot], p_turned[src, slot]
-        dist = d2[r0:r1][src, slot]
+        missing = np.flatnonzero(~_contains(np.take(col, c_row, axis=0), p_turned))
+        rows, cols = c_row[missing], p_turned[missing].astype(np.int64)
+        dist = d2[r0:r1].ravel()[missing]
         across = (cols >> shift) != (row_ids[rows] >> shift)  # measured between true centres
         dist[across] = _sq_dist(_vec(nside, row_ids[rows[across]]), _vec(nside, cols[across]))
         return rows, cols, dist
