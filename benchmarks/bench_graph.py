@@ -70,6 +70,9 @@ def main():
     parser.add_argument("--ks", type=int, nargs="+", default=[8, 20])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", default="", help="source tree of an earlier pyg_sphere")
+    parser.add_argument(
+        "--no-kdtree", action="store_true", help="skip the k-d tree (28 GB at nside 2048)"
+    )
     args = parser.parse_args()
     # Edge counts may differ by a few edges: exactly tied k-th neighbours go either way.
     print(
@@ -82,7 +85,7 @@ def main():
         f"{'pyg_sphere s':>12} {'GB':>5} | {'kd-tree s':>9} {'GB':>5} | "
         f"{'speed-up':>8} {'us/pixel':>8}{before}"
     )
-    sources = {"pyg_sphere": "", "kdtree": ""}
+    sources = {"pyg_sphere": ""} if args.no_kdtree else {"pyg_sphere": "", "kdtree": ""}
     if args.before:
         sources["before"] = args.before
     for k in args.ks:
@@ -93,6 +96,9 @@ def main():
                     runs[method].append(measure(method, nside, k, source))
             seconds = {m: statistics.median(r["seconds"] for r in runs[m]) for m in runs}
             peak = {m: max(r["peak_gb"] for r in runs[m]) for m in runs}
+            if args.no_kdtree:
+                runs["kdtree"] = [{"num_edges": 0}]
+                seconds["kdtree"], peak["kdtree"] = float("nan"), float("nan")
             ours, ref = runs["pyg_sphere"], runs["kdtree"]
             line = (
                 f"{k:>3} {nside:>6} {12 * nside**2:>10} {ours[0]['num_edges']:>11} "
