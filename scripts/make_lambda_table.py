@@ -4,9 +4,11 @@
 this script writes, ``pyg_sphere/graph/_lambda_table.py``, instead of estimating it at every
 build: at nside 1024 an estimate costs 100 sparse products with 100 M edges.
 
-Each value is the largest Ritz value of a long Lanczos run (a lower bound of lambda_max, which
-it approaches from below); the run stops when 200 more steps change it by less than 1e-7
-(relative), and the script records that change. Graphs of up to 256 nodes are solved exactly.
+Each value is the largest Ritz value of long Lanczos runs (a lower bound of lambda_max, which
+they approach from below), the larger of the runs from the estimator's two start vectors (the
+structural one alone misses the eigenvectors that the sphere's quarter turns change); the runs
+stop when 200 more steps change the value by less than 1e-7 (relative), and the script
+records that change. Graphs of up to 256 nodes are solved exactly.
 
 Usage::
 

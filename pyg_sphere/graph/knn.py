@@ -108,7 +108,7 @@ def _select_window(cand_d2: np.ndarray, k: int):
         return _select(np.moveaxis(cand_d2, 0, -1), k)
     c, shape = len(cand_d2), cand_d2.shape[1:]
     flat = cand_d2.reshape(c, -1)
-    sel = np.empty((flat.shape[1], k), dtype=np.int8)  # candidate numbers (c <= 168)
+    sel = np.empty((flat.shape[1], k), dtype=np.int8)  # candidate numbers (c <= 48 here)
     sample = flat[:, :: max(1, flat.shape[1] // 256)].T
     picks = np.sort(np.argpartition(sample, k - 1, axis=1)[:, :k], axis=1)
     sets, counts = np.unique(picks, axis=0, return_counts=True)
