@@ -71,7 +71,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", default="", help="source tree of an earlier pyg_sphere")
     parser.add_argument(
-        "--no-kdtree", action="store_true", help="skip the k-d tree (28 GB at nside 2048)"
+        "--no-kdtree", action="store_true", help="skip the k-d tree (about 29 GB at nside 2048)"
     )
     args = parser.parse_args()
     # Edge counts may differ by a few edges: exactly tied k-th neighbours go either way.

@@ -612,12 +612,15 @@ def simulate_convergence_maps(
                 model = models[0]
             for i in range(n_per_class):
                 name = f"class{label}_{i:04d}.fits"
-                rng = map_rng(seed, label, i)
-                if gaussian:
-                    m = gaussian_map(model.cl[: lmax + 1], nside, rng, nest=nest)
-                else:
-                    clg = _model_gaussian_cl(bool(power_matched), label, lmax)
-                    m = lognormal_map(clg, model.shift, nside, rng, nest=nest)
+                m = simulate_convergence_map(
+                    nside,
+                    label,
+                    rng=map_rng(seed, label, i),
+                    power_matched=power_matched,
+                    gaussian_twin=gaussian_twin,
+                    lmax=lmax,
+                    nest=nest,
+                )
                 header = [("LABEL", label), ("OMEGA_M", model.omega_m), ("SIGMA_8", model.sigma_8)]
                 header += [("GAUSSIAN", True)] if gaussian else [("KSHIFT", model.shift)]
                 header += [("SEED", seed), ("MAPID", i), ("LMAX", lmax)]

@@ -121,6 +121,18 @@ class _Scratch:
             self._map.madvise(advice, start, stop - start)
 
 
+def _scratch_lists(rows: int, k: int, id_dtype):
+    """Directed neighbour lists [rows, k] (ids of `id_dtype`, float32 squared distances) in
+    scratch memory, and ``release(r0, r1)``, which hands rows r0 to r1 of both back."""
+    col, d2 = _Scratch((rows, k), id_dtype), _Scratch((rows, k), np.float32)
+
+    def release(r0, r1):
+        col.release_rows(r0, r1)
+        d2.release_rows(r0, r1)
+
+    return col.array, d2.array, release
+
+
 _ROWS = 1 << 17  # rows per block: keeps the temporaries of each step in cache
 
 
@@ -159,12 +171,15 @@ def _row_lengths(col: np.ndarray, missing: int, extra_row: np.ndarray, blocks) -
     return length
 
 
-def _check_edge_count(count: int, index_dtype) -> None:
+def _empty_edges(count: int, index_dtype):
+    """An uninitialised ``edge_index`` [2, count] and ``edge_weight`` [count], refused with a
+    clear error when `index_dtype` cannot count the edges."""
     if count > torch.iinfo(index_dtype).max:
         raise ValueError(
             f"the graph has {count} edges, more than {index_dtype} edge indices can "
             "count: use index_dtype=torch.int64"
         )
+    return torch.empty((2, count), dtype=index_dtype), torch.empty(count, dtype=torch.float32)
 
 
 def _fill_rows(col, d2, missing, row_ids, starts, extras, out, weight_fn, blocks, release=None):
@@ -229,9 +244,7 @@ def _symmetric_edges(
     extras = _sorted_extras(parallel_map(missing_reverse, blocks, col.size))  # after the sort
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(_row_lengths(col, n, extras[0], blocks), out=indptr[1:])
-    _check_edge_count(int(indptr[-1]), index_dtype)
-    edge_index = torch.empty((2, int(indptr[-1])), dtype=index_dtype)
-    edge_weight = torch.empty(int(indptr[-1]), dtype=torch.float32)
+    edge_index, edge_weight = _empty_edges(int(indptr[-1]), index_dtype)
     out = edge_index.numpy(), edge_weight.numpy()
     rows = np.arange(n, dtype=np.int64)
     _fill_rows(col, d2, n, rows, indptr, extras, out, weight_fn, blocks, release)
@@ -251,9 +264,7 @@ def _full_sphere_edges(nside: int, k: int, weight_fn, index_dtype=torch.int64):
     n = 12 * n2
     firsts = (0, 4, 8)
     row_ids = np.concatenate([np.arange(f * n2, (f + 1) * n2) for f in firsts])
-    id_dtype = np.int32 if n < 2**31 - 1 else np.int64
-    col_scratch, d2_scratch = _Scratch((3 * n2, k), id_dtype), _Scratch((3 * n2, k), np.float32)
-    col, d2 = col_scratch.array, d2_scratch.array
+    col, d2, release = _scratch_lists(3 * n2, k, np.int32 if n < 2**31 - 1 else np.int64)
     healpix_knn(nside, row_ids, k, out=(col, d2))
     # Blocks within one face: each face's rows go to their own part of the edge list.
     blocks = [(r0 + r * n2, r1 + r * n2) for r in range(3) for r0, r1 in _blocks(n2)]
@@ -286,19 +297,12 @@ def _full_sphere_edges(nside: int, k: int, weight_fn, index_dtype=torch.int64):
     length = _row_lengths(col, n, extras[0], blocks)
     face_edges = [int(length[r * n2 : (r + 1) * n2].sum()) for r in range(3)]
     face_start = [4 * sum(face_edges[:r]) for r in range(3)]  # of faces 0, 4 and 8
-    _check_edge_count(4 * sum(face_edges), index_dtype)
-    edge_index = torch.empty((2, 4 * sum(face_edges)), dtype=index_dtype)
-    edge_weight = torch.empty(4 * sum(face_edges), dtype=torch.float32)
+    edge_index, edge_weight = _empty_edges(4 * sum(face_edges), index_dtype)
     out = edge_index.numpy(), edge_weight.numpy()
     starts = np.empty(3 * n2, dtype=np.int64)
     for r in range(3):
         rows = slice(r * n2, (r + 1) * n2)
         starts[rows] = face_start[r] + np.cumsum(length[rows]) - length[rows]
-
-    def release(r0, r1):
-        col_scratch.release_rows(r0, r1)
-        d2_scratch.release_rows(r0, r1)
-
     _fill_rows(col, d2, n, row_ids, starts, extras, out, weight_fn, blocks, release)
     _turn_onto_other_faces(nside, out, face_start, face_edges, starts, length, weight_fn)
     return edge_index, edge_weight
@@ -360,8 +364,7 @@ def _edges(nside, node_pix, pixels, k, nest, variant, scale, index_dtype):
     # The directed lists, in scratch memory handed back block by block as the edge list
     # fills: the build peaks at about the size of the graph it returns.
     id_dtype = np.int32 if max(12 * nside**2, n) < 2**31 - 1 else np.int64
-    col_scratch, d2_scratch = _Scratch((n, k), id_dtype), _Scratch((n, k), np.float32)
-    col, d2 = col_scratch.array, d2_scratch.array
+    col, d2, release = _scratch_lists(n, k, id_dtype)
     _neighbours(nside, pix_nest, k, variant, (col, d2))
     del pix_nest
 
@@ -380,11 +383,6 @@ def _edges(nside, node_pix, pixels, k, nest, variant, scale, index_dtype):
         col[r0:r1] = np.where(valid, nbr, n)
 
     parallel_map(local_ids, _blocks(n), n * k)
-
-    def release(r0, r1):
-        col_scratch.release_rows(r0, r1)
-        d2_scratch.release_rows(r0, r1)
-
     return _symmetric_edges(col, d2, lambda d: np.exp(scale * d), release, index_dtype)
 
 
