@@ -4,11 +4,11 @@ The straightforward construction is what a user would write: centres from healpy
 cKDTree query of the k + 1 nearest centres (on all cores), union-symmetrisation with scipy.sparse,
 Gaussian weights. Each measurement runs in a fresh process, to read its peak memory. With
 ``--before PATH``, pyg_sphere from another source tree (e.g. a checkout of an earlier commit)
-is measured in the same run, interleaved.
+is measured in the same run, interleaved; several trees may be given.
 
     python benchmarks/bench_graph.py [--nsides 64 128 256 512 1024] [--ks 8 20] [--repeats 3]
     git worktree add /tmp/before <commit>
-    python benchmarks/bench_graph.py --ks 8 --nsides 1024 --before /tmp/before
+    python benchmarks/bench_graph.py --ks 8 --nsides 1024 --before /tmp/before [/tmp/older]
 """
 
 import argparse
@@ -69,7 +69,9 @@ def main():
     parser.add_argument("--nsides", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     parser.add_argument("--ks", type=int, nargs="+", default=[8, 20])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--before", default="", help="source tree of an earlier pyg_sphere")
+    parser.add_argument(
+        "--before", nargs="+", default=[], help="source trees of earlier pyg_sphere versions"
+    )
     parser.add_argument(
         "--no-kdtree", action="store_true", help="skip the k-d tree (about 29 GB at nside 2048)"
     )
@@ -79,15 +81,17 @@ def main():
         f"machine: {platform.machine()}, {platform.python_version()}, "
         f"{__import__('os').cpu_count()} cores; median of {args.repeats} runs, peak RSS"
     )
-    before = f" | {'before s':>8} {'GB':>5} {'x':>5}" if args.before else ""
+    before = "".join(f" | {f'before{i} s':>9} {'GB':>5} {'x':>5}" for i in range(len(args.before)))
+    for i, path in enumerate(args.before):
+        print(f"before{i}: {path}")
     print(
         f"{'k':>3} {'nside':>6} {'pixels':>10} {'edges':>11} {'kd-tree':>11} | "
         f"{'pyg_sphere s':>12} {'GB':>5} | {'kd-tree s':>9} {'GB':>5} | "
         f"{'speed-up':>8} {'us/pixel':>8}{before}"
     )
     sources = {"pyg_sphere": ""} if args.no_kdtree else {"pyg_sphere": "", "kdtree": ""}
-    if args.before:
-        sources["before"] = args.before
+    for i, path in enumerate(args.before):
+        sources[f"before{i}"] = path
     for k in args.ks:
         for nside in args.nsides:
             runs = {method: [] for method in sources}
@@ -108,10 +112,11 @@ def main():
                 f"{seconds['kdtree'] / seconds['pyg_sphere']:>7.1f}x "
                 f"{1e6 * seconds['pyg_sphere'] / (12 * nside**2):>8.2f}"
             )
-            if args.before:
+            for i in range(len(args.before)):
+                name = f"before{i}"
                 line += (
-                    f" | {seconds['before']:>8.2f} {peak['before']:>5.2f} "
-                    f"{seconds['before'] / seconds['pyg_sphere']:>4.1f}x"
+                    f" | {seconds[name]:>9.2f} {peak[name]:>5.2f} "
+                    f"{seconds[name] / seconds['pyg_sphere']:>4.1f}x"
                 )
             print(line, flush=True)
 

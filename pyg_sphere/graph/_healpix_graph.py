@@ -24,6 +24,8 @@ from .knn import (
     _face_shift,
     _sq_dist,
     _vec,
+    centres,
+    full_sphere_centres,
     healpix_knn,
     parallel_map,
     turn_pixels,
@@ -31,7 +33,7 @@ from .knn import (
 from .laplacian import LAMBDA_MAX_MARGIN, estimate_lambda_max
 
 # Bump when the construction changes, to invalidate on-disk caches.
-_FORMAT_VERSION = 3
+_FORMAT_VERSION = 4
 
 # Graphs by their arguments (bounded by bytes; see pyg_sphere.cache).
 _GRAPHS = cache.memo("graph", cache.DEFAULT_LARGE_LIMIT)
@@ -256,8 +258,9 @@ def _full_sphere_edges(nside: int, k: int, weight_fn, index_dtype=torch.int64):
 
     A quarter turn about the polar axis maps the sphere's graph onto itself (see
     :mod:`.knn`): the rows of face ``4 r + q`` are those of face ``4 r`` turned by ``q``. The
-    k-NN search, the symmetrisation and the weights are computed on the three first faces and
-    written to the other nine, re-measuring the edges across faces and re-sorting their rows.
+    symmetrisation and the weights are computed on the three first faces (their k-NN lists
+    come from faces 0 and 4: :func:`.knn.healpix_knn` mirrors face 8 onto face 0) and written
+    to the other nine, re-measuring the edges across faces and re-sorting their rows.
     The result equals the general build's (tested).
     """
     n2, shift = nside * nside, _face_shift(nside)
@@ -334,10 +337,21 @@ def _turn_onto_other_faces(nside, out, face_start, face_edges, starts, length, w
         for c0 in range(0, count, chunk)
     ]
     parallel_map(copy, tasks, 3 * sum(face_edges))
+
+    def find_across(task):  # positions of the edges of face 4 r to another face
+        r, e0, c0, c1 = task
+        return c0 + np.flatnonzero((out_index[1, e0 + c0 : e0 + c1] >> shift) != 4 * r)
+
+    tasks = [
+        (r, e0, c0, min(count, c0 + chunk))
+        for r, (e0, count) in enumerate(zip(face_start, face_edges))
+        for c0 in range(0, count, chunk)
+    ]
+    found = parallel_map(find_across, tasks, sum(face_edges))
     for r, (e0, count) in enumerate(zip(face_start, face_edges)):
         first = slice(e0, e0 + count)
         # The edges across faces, and every edge of their rows (to re-sort).
-        across = np.flatnonzero((out_index[1, first] >> shift) != 4 * r)
+        across = np.concatenate([a for task, a in zip(tasks, found) if task[0] == r])
         rows_across = r * n2 + np.unique(out_index[0, first][across]) - 4 * r * n2
         row_length = length[rows_across]
         in_rows = np.repeat(
@@ -395,15 +409,18 @@ def _build(nside, pixels, k, nest, sigma, variant, index_dtype=torch.int64):
     else:
         scale = -math.log(2) / sigma**2
     edge_index, edge_weight = _edges(nside, node_pix, pixels, k, nest, variant, scale, index_dtype)
-    # Positions block by block, straight into float32 (no [n, 3] float64 copies).
     pos = torch.empty((n, 3), dtype=torch.float32)
     out_pos = pos.numpy()
+    if pixels is None and nest:
+        full_sphere_centres(nside, out_pos)
+    else:  # block by block, straight into float32 (no [n, 3] float64 copies)
 
-    def positions(block):
-        r0, r1 = block
-        out_pos[r0:r1] = np.stack(hp.pix2vec(nside, node_pix[r0:r1], nest=nest), -1)
+        def positions(block):
+            r0, r1 = block
+            ids = node_pix[r0:r1]
+            out_pos[r0:r1] = centres(nside, ids if nest else hp.ring2nest(nside, ids))
 
-    parallel_map(positions, _blocks(n), 8 * n)
+        parallel_map(positions, _blocks(n), 8 * n)
     # The full sphere's ids are ours (no copy); a region's are copied, not shared with the
     # caller's array.
     node_pix = torch.from_numpy(node_pix if pixels is None else node_pix.astype(np.int64))
@@ -500,10 +517,10 @@ def healpix_graph(
     a border pixel keeps its inside neighbours and loses the others, so a filter acts inside a
     region exactly as on the full sphere. It is built without building the full sphere.
 
-    The graph keeps the sphere's quarter-turn symmetry about the polar axis exactly (ties and
-    rounding included), so a filter commutes with quarter turns. The full sphere in nested
-    ordering (v2) is built from three of the twelve base pixels, turned onto the others: at
-    nside 1024, 4.2x faster than the previous build, which searched every pixel
+    The graph keeps the sphere's symmetries exactly (quarter turns about the polar axis, the
+    mirror through the equatorial plane; ties and rounding included), so a filter commutes
+    with them. The k-NN search covers two of the twelve base pixels, and the full sphere in
+    nested ordering (v2) is symmetrised and weighted on three and turned onto the others
     (``docs/benchmarks.md``).
 
     Graphs are memoised in the ``'graph'`` cache of :mod:`pyg_sphere.cache` (bounded by
@@ -540,7 +557,8 @@ def healpix_graph(
     Returns:
         :class:`torch_geometric.data.Data` with :obj:`edge_index` :math:`[2, E]` (symmetric,
         coalesced, no self loops), :obj:`edge_weight` :math:`[E]` (float32), :obj:`pos`
-        :math:`[N, 3]` (unit vectors of the pixel centres), :obj:`pixels` :math:`[N]` (the
+        :math:`[N, 3]` (unit vectors of the pixel centres, within one float32 rounding of
+        :func:`healpy.pix2vec` and exactly symmetric), :obj:`pixels` :math:`[N]` (the
         HEALPix id of every node), :obj:`nside`, :obj:`nest`, :obj:`num_neighbors`,
         :obj:`kernel_width`,
         :obj:`variant`, :obj:`num_nodes` and :obj:`lambda_max`.

@@ -8,12 +8,15 @@ orientation, are answered by a k-d tree over the band of pixels along all face e
 equals a k-d tree query over the whole sphere (tested), at a fraction of its cost.
 
 The sphere turns into itself by a quarter turn about the polar axis: the four faces of each row
-(north, equatorial, south) map onto each other, keeping their local pixel ids. Every pixel's
-neighbours are found on the first face of its row and turned back, so the lists (ties and
-rounding included) have the sphere's symmetry exactly, and the full sphere costs the search of
-three faces, not twelve. Squared distances are exactly symmetric: a pair within one face is
-measured in the frame of its row's first face, a pair across faces between the true centres,
-by the same sum of squares whichever end asks.
+(north, equatorial, south) map onto each other, keeping their local pixel ids. It is also its
+own mirror image through the equatorial plane, which maps the south row onto the north one and
+each equatorial face onto itself. healpy's centres have both symmetries exactly (x and y kept,
+z negated, bit for bit). Every pixel's neighbours are found on face 0 or 4, by turning (and
+mirroring, south of the equator) the pixel there, and mapped back, so the lists (ties and
+rounding included) have the sphere's symmetries exactly, and the full sphere costs the search
+of two faces, not twelve. Squared distances are exactly symmetric: a pair within one face is
+measured in the frame of face 0 or 4, a pair across faces between the true centres, by the
+same sum of squares whichever end asks.
 """
 
 import os
@@ -78,6 +81,95 @@ def turn_pixels(nside: int, pixels: np.ndarray, turns) -> np.ndarray:
     face = pixels >> shift
     turned = (face & ~3) | ((face + turns) & 3)
     return ((turned << shift) | (pixels & (nside * nside - 1))).astype(pixels.dtype, copy=False)
+
+
+def mirror_pixels(nside: int, pixels: np.ndarray) -> np.ndarray:
+    """Nested ids of `pixels` mirrored through the equatorial plane (z to -z).
+
+    The mirror maps face ``f`` onto face ``f + 8`` (north), ``f - 8`` (south) or itself
+    (equatorial), and local coordinates ``(x, y)`` onto ``(nside - 1 - y, nside - 1 - x)``: in
+    the nested id, the bits of x and y swap places and flip. It is its own inverse; the dtype of
+    `pixels` is kept.
+    """
+    pixels = np.asarray(pixels)
+    n2, shift = nside * nside, _face_shift(nside)
+    face, local = pixels >> shift, pixels & (n2 - 1)
+    x_bits = (n2 - 1) // 3  # the even bits of a local id: 0b...0101
+    swapped = ((local & x_bits) << 1) | ((local >> 1) & x_bits)
+    face = face ^ (8 - 2 * (face & 4))  # 0-3 <-> 8-11; 4-7 stay
+    return ((face << shift) | (swapped ^ (n2 - 1))).astype(pixels.dtype, copy=False)
+
+
+def _onto_searched_faces(nside: int, pixels: np.ndarray):
+    """``(ids on face 0 or 4, turns, mirrored)`` of nested `pixels`: each pixel is turned onto
+    the first face of its row, and mirrored if that is face 8. :func:`_back` undoes it."""
+    turns = (pixels >> _face_shift(nside)) & 3
+    first = turn_pixels(nside, pixels, -turns) if turns.any() else pixels
+    mirrored = (first >> _face_shift(nside)) == 8
+    if mirrored.any():
+        first = np.where(mirrored, mirror_pixels(nside, first), first)
+    return first, turns, mirrored
+
+
+def _back(nside: int, ids: np.ndarray, turns: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+    """`ids` [n, k] found for pixels on the searched faces, mapped back (mirror, then turns:
+    the two commute) to the pixels' own faces; `turns` and `mirrored` are [n]."""
+    if mirrored.all():  # rows come in runs: mostly all or none
+        ids = mirror_pixels(nside, ids)
+    elif mirrored.any():
+        ids = np.where(mirrored[:, None], mirror_pixels(nside, ids), ids)
+    return turn_pixels(nside, ids, turns[:, None]) if turns.any() else ids
+
+
+def _image_map(turns: int, mirrored: bool):
+    """``(columns, signs)`` that turn vectors [n, 3] by `turns` quarter turns east and mirror
+    them (z to -z) if `mirrored`: ``v[:, columns] * signs``, exact (swaps and signs)."""
+    columns = [1, 0, 2] if turns & 1 else [0, 1, 2]  # (x, y) -> (-y, x), (-x, -y), (y, -x)
+    xy = ((1, 1), (-1, 1), (-1, -1), (1, -1))[turns & 3]
+    return columns, np.array([*xy, -1 if mirrored else 1], dtype=np.float32)
+
+
+def centres(nside: int, pixels: np.ndarray) -> np.ndarray:
+    """Unit vectors [n, 3] (float32) of the centres of nested `pixels`.
+
+    healpy's centre of each pixel's image on face 0 or 4, mirrored and turned back by sign
+    changes and swaps, which are exact: the centres have the sphere's symmetries exactly, and
+    are within one float32 rounding of ``hp.pix2vec`` (which computes each face's angles
+    afresh). :func:`full_sphere_centres` writes the same numbers for the whole sphere.
+    """
+    first, turns, mirrored = _onto_searched_faces(nside, np.asarray(pixels, dtype=np.int64))
+    v = _vec(nside, first).astype(np.float32)  # rounding commutes with swaps and signs
+    for q in range(4):
+        for m in (False, True):
+            at = (turns == q) & (mirrored == m)
+            if at.any():
+                columns, signs = _image_map(q, m)
+                v[at] = v[at][:, columns] * signs
+    return v
+
+
+def full_sphere_centres(nside: int, out: np.ndarray) -> None:
+    """Writes :func:`centres` of all nested pixels to `out` [12 nside^2, 3] (float32): faces 0
+    and 4 from healpy, the other ten by turning and mirroring them."""
+    n2 = nside * nside
+    step = _CHUNK // 8  # rows: their float64 temporaries stay small
+    blocks = [(r0, min(n2, r0 + step)) for r0 in range(0, n2, step)]
+
+    def searched(task):
+        f, (r0, r1) = task
+        out[f * n2 + r0 : f * n2 + r1] = _vec(nside, np.arange(f * n2 + r0, f * n2 + r1))
+
+    def image(f):
+        source = out[(4 if f // 4 == 1 else 0) * n2 :][:n2]
+        if f >= 8:  # pixel i of face 8 mirrors pixel mirror(i) - 8 n2 of face 0
+            source = np.take(source, mirror_pixels(nside, np.arange(8 * n2, 9 * n2)), axis=0)
+        face = out[f * n2 : (f + 1) * n2]
+        columns, signs = _image_map(f, f >= 8)
+        np.take(source, columns, axis=1, out=face)
+        face *= signs
+
+    parallel_map(searched, [(f, b) for f in (0, 4) for b in blocks], 2 * n2)
+    parallel_map(image, [f for f in range(12) if f not in (0, 4)], 10 * n2)
 
 
 def _select(d2: np.ndarray, k: int):
@@ -226,18 +318,17 @@ def healpix_knn(nside: int, pixels: np.ndarray, k: int, out=None):
     if out is None:
         out = np.empty((len(pixels), k), dtype=np.int64), np.empty((len(pixels), k), np.float32)
     nbr, d2 = out
-    # Search on the first face of each pixel's row, then turn the neighbours back.
-    turns = (pixels >> _face_shift(nside)) & 3
-    first = turn_pixels(nside, pixels, -turns) if turns.any() else pixels
+    # Search on face 0 or 4 (turned, and mirrored south of the equator), then map back.
+    first, turns, mirrored = _onto_searched_faces(nside, pixels)
     x, y, face = hp.pix2xyf(nside, first, nest=True)
     inner = np.minimum(np.minimum(x, y), nside - 1 - np.maximum(x, y)) >= w
 
     edge = np.flatnonzero(~inner)
     if len(edge):
-        # The four turns of a pixel share one query.
+        # The eight images of a pixel share one query.
         unique, inverse = np.unique(first[edge], return_inverse=True)
         edge_nbr, edge_d2 = _knn_tree(nside, unique, k, w)
-        edge_nbr = turn_pixels(nside, edge_nbr[inverse], turns[edge, None])
+        edge_nbr = _back(nside, edge_nbr[inverse], turns[edge], mirrored[edge])
         edge_d2 = edge_d2[inverse]
         # Pairs across faces are measured between the true centres (see the module's notes);
         # only pixels near a face edge have neighbours on another face.
@@ -251,16 +342,15 @@ def healpix_knn(nside: int, pixels: np.ndarray, k: int, out=None):
     def copy(task):  # rows of a searched face, from its grids
         r, face_nbr, face_d2 = task
         at = (x[r] - w) * (nside - 2 * w) + (y[r] - w)  # row of (x, y) in the grids
-        nbr[r], d2[r] = np.take(face_nbr, at, axis=0), np.take(face_d2, at, axis=0)
-        if turns[r].any():
-            nbr[r] = turn_pixels(nside, nbr[r], turns[r, None])
+        nbr[r] = _back(nside, np.take(face_nbr, at, axis=0), turns[r], mirrored[r])
+        d2[r] = np.take(face_d2, at, axis=0)
 
     def search(task):  # scattered rows, one by one
         r, f = task
         r_nbr, d2[r] = _knn_gather(nside, first[r], x[r], y[r], f, k, w)
-        nbr[r] = turn_pixels(nside, r_nbr, turns[r, None])
+        nbr[r] = _back(nside, r_nbr, turns[r], mirrored[r])
 
-    for f in (0, 4, 8):  # one face at a time, its rows on all cores
+    for f in (0, 4):  # one face at a time, its rows on all cores
         rows = np.flatnonzero(inner & (face == f))
         # Chunks of rows: no face-sized copies of the gathered lists.
         chunks = [rows[start : start + _CHUNK // k] for start in range(0, len(rows), _CHUNK // k)]
