@@ -93,8 +93,8 @@ def mirror_pixels(nside: int, pixels: np.ndarray) -> np.ndarray:
     """
     pixels = np.asarray(pixels)
     n2, shift = nside * nside, _face_shift(nside)
-    face, local = pixels >> shift, pixels & (n2 - 1)
     x_bits = (n2 - 1) // 3  # the even bits of a local id: 0b...0101
+    face, local = pixels >> shift, pixels & (n2 - 1)
     swapped = ((local & x_bits) << 1) | ((local >> 1) & x_bits)
     face = face ^ (8 - 2 * (face & 4))  # 0-3 <-> 8-11; 4-7 stay
     return ((face << shift) | (swapped ^ (n2 - 1))).astype(pixels.dtype, copy=False)
@@ -159,17 +159,21 @@ def full_sphere_centres(nside: int, out: np.ndarray) -> None:
         f, (r0, r1) = task
         out[f * n2 + r0 : f * n2 + r1] = _vec(nside, np.arange(f * n2 + r0, f * n2 + r1))
 
-    def image(f):
+    def image(task):
+        f, (r0, r1) = task
         source = out[(4 if f // 4 == 1 else 0) * n2 :][:n2]
         if f >= 8:  # pixel i of face 8 mirrors pixel mirror(i) - 8 n2 of face 0
-            source = np.take(source, mirror_pixels(nside, np.arange(8 * n2, 9 * n2)), axis=0)
-        face = out[f * n2 : (f + 1) * n2]
+            rows = mirror_pixels(nside, np.arange(8 * n2 + r0, 8 * n2 + r1))
+        else:
+            rows = slice(r0, r1)
         columns, signs = _image_map(f, f >= 8)
-        np.take(source, columns, axis=1, out=face)
+        face = out[f * n2 + r0 : f * n2 + r1]
+        face[:] = source[rows][:, columns]
         face *= signs
 
     parallel_map(searched, [(f, b) for f in (0, 4) for b in blocks], 2 * n2)
-    parallel_map(image, [f for f in range(12) if f not in (0, 4)], 10 * n2)
+    others = [f for f in range(12) if f not in (0, 4)]
+    parallel_map(image, [(f, b) for f in others for b in blocks], 10 * n2)
 
 
 def _select(d2: np.ndarray, k: int):
