@@ -149,9 +149,9 @@ def _start_vectors(degree: np.ndarray, squares: np.ndarray) -> list:
     """The two start vectors of the estimate: one that looks random but depends only on each
     node's neighbourhood (its weighted degree and the sum of its squared weights), hence not
     on the node order; and a seeded random one. A vector computed from the graph alone is
-    unchanged by the graph's symmetries (the quarter turns of a full HEALPix sphere), so the
-    Krylov space it spans misses every eigenvector that they change: the random start
-    reaches those."""
+    unchanged by the graph's symmetries (the quarter turns and the mirror of a full HEALPix
+    sphere), so the Krylov space it spans misses every eigenvector that they change: the
+    random start reaches those."""
     structural = np.sin(1e4 * degree + 3e3 * squares) + np.cos(7e3 * squares + 1e3 * degree)
     random = np.random.default_rng(0).standard_normal(degree.size)
     if structural.std() < 1e-6 * (np.abs(structural).mean() + 1e-300):
