@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-EXTRAS ?= test,cosmo,baselines,plot,docs
+EXTRAS ?= test,cosmo,baselines,plot,docs,train,inference
 PY := $(VENV)/bin/python
 # The oldest torch-geometric that pyproject.toml admits, tested in a venv of its own.
 PYG_OLDEST ?= 2.5.3
@@ -35,7 +35,7 @@ test-slow: install
 test-pyg-oldest:
 	$(PYTHON) -m venv $(VENV_OLDEST)
 	$(VENV_OLDEST)/bin/python -m pip install --quiet $(TORCH)
-	$(VENV_OLDEST)/bin/python -m pip install --quiet -e ".[test,baselines,plot]" "torch-geometric==$(PYG_OLDEST)"
+	$(VENV_OLDEST)/bin/python -m pip install --quiet -e ".[test,baselines,plot,train,inference]" "torch-geometric==$(PYG_OLDEST)"
 	$(VENV_OLDEST)/bin/python -c "import torch_geometric as g; assert g.__version__ == '$(PYG_OLDEST)', g.__version__"
 	$(VENV_OLDEST)/bin/python -m pytest -q -p no:cacheprovider
 
