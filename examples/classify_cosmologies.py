@@ -20,8 +20,9 @@ runs it with any of its options, then shows how the pieces fit together afterwar
     python examples/classify_cosmologies.py --help      # all the options
     make demo                        # lognormal maps against their Gaussian twins, 7 epochs
 
-``--resume`` continues an interrupted run exactly; ``torchrun --nproc_per_node 2 -m
-pyg_sphere.apps.train_cosmo`` trains data-parallel.
+``--resume`` continues an interrupted run exactly; ``--devices 2`` (or ``torchrun
+--nproc_per_node 2 -m pyg_sphere.apps.train_cosmo``) trains data-parallel. To see the training
+loop itself, read ``examples/train_deepsphere.py``; :doc:`/training` describes the application.
 
 The output on this page comes from a run in seconds (10 maps per class are far too few for this
 task, and the accuracy stays near chance; :doc:`/results` shows what full-size runs reach)::
@@ -55,11 +56,12 @@ if __name__ == "__main__":
 # %%
 # The model from its checkpoint
 # -----------------------------
-# The best checkpoint holds the model's config and weights: rebuild it without knowing the
-# options it was trained with.
+# The best checkpoint (a Lightning checkpoint) holds the model's config and weights: rebuild
+# it without knowing the options it was trained with.
 
 if __name__ == "__main__":
-    ckpt = load_checkpoint(osp.join(args.out, "best.pt"))
+    ckpt = load_checkpoint(osp.join(args.out, "best.ckpt"))
+    scale = ckpt["hyper_parameters"]["input_scale"]
     model = model_from_checkpoint(ckpt).eval()
     print(model)
 
@@ -70,8 +72,8 @@ if __name__ == "__main__":
 if __name__ == "__main__":
     test_set = ConvergenceMaps(
         metrics["data"]["root"],
-        nside=ckpt["data"]["nside"],
-        order=ckpt["data"]["order"],
+        nside=metrics["data"]["nside"],
+        order=metrics["data"]["order"],
         split="test",
         log=False,
     )
@@ -80,10 +82,10 @@ if __name__ == "__main__":
     with torch.no_grad():
         for batch in SharedGraphLoader(test_set, batch_size=64):
             model.check_data(batch)  # a clear error if the data is not the model's region
-            prediction = model(batch.x / ckpt["input_scale"]).argmax(dim=-1)
+            prediction = model(batch.x / scale).argmax(dim=-1)
             correct += int((prediction == batch.y).sum())
     print(
-        f"test accuracy recomputed from best.pt: {correct / len(test_set):.4f} "
+        f"test accuracy recomputed from best.ckpt: {correct / len(test_set):.4f} "
         f"(train_cosmo reported {metrics['test_acc']:.4f})"
     )
 

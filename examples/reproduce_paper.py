@@ -192,7 +192,7 @@ def _subset(x, y, n, seed):
 
 
 def model_path(args, order, level):
-    return osp.join(args.out, f"order{order}_noise{level:g}", "best.pt")
+    return osp.join(args.out, f"order{order}_noise{level:g}", "best.ckpt")
 
 
 def run_deepsphere(root, args, order, level, init=None):
@@ -224,7 +224,7 @@ def run_deepsphere(root, args, order, level, init=None):
         argv += ["--smoothing", str(args.smoothing)]
     if args.threads:
         argv += ["--threads", str(args.threads)]
-    if osp.isfile(osp.join(out, "last.pt")):
+    if osp.isfile(osp.join(out, "last.ckpt")):
         argv.append("--resume")
     elif init:
         argv += ["--init", init]

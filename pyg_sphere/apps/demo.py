@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from pyg_sphere._io import atomic_write_text
-from pyg_sphere.apps import train_cosmo
+from pyg_sphere.apps import figures, train_cosmo
 from pyg_sphere.transforms import AddGaussianNoise
 
 #: The demo's options for :func:`pyg_sphere.apps.train_cosmo.train`. One torch thread: on a
@@ -183,7 +183,7 @@ def format_table(rows: list[dict]) -> str:
 
 def plot_comparison(rows: list[dict], path: str, title: str) -> None:
     """The test accuracies of the methods as bars with their standard errors, chance marked."""
-    plt = train_cosmo._pyplot()
+    plt = figures.pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 3.2))
     names = [r["method"] for r in rows]
     ax.barh(
@@ -201,7 +201,7 @@ def plot_comparison(rows: list[dict], path: str, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    train_cosmo._save(fig, path)
+    figures.save(fig, path)
 
 
 # ----- the demo -------------------------------------------------------------------------------

@@ -78,13 +78,16 @@ def test_outputs(data_dir, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
     # The best checkpoint rebuilds the model and reproduces the reported test accuracy.
-    ckpt = load_checkpoint(str(tmp_path / "best.pt"))
+    ckpt = load_checkpoint(str(tmp_path / "best.ckpt"))
     assert ckpt["epoch"] + 1 == written["best_epoch"]
     model = model_from_checkpoint(ckpt).eval()
     from pyg_sphere.transforms import AddGaussianNoise
 
     test_set.transform = AddGaussianNoise(0.5, test_set.map_std, seed=0 + 2)
-    x = torch.stack([test_set[i].x for i in range(len(test_set))]) / ckpt["input_scale"]
+    x = (
+        torch.stack([test_set[i].x for i in range(len(test_set))])
+        / ckpt["hyper_parameters"]["input_scale"]
+    )
     with torch.no_grad():
         acc = (model(x).argmax(-1) == test_set.labels).float().mean().item()
     assert acc == pytest.approx(written["test_acc"])
@@ -100,8 +103,8 @@ def test_deterministic_and_exact_resume(data_dir, tmp_path):
     fit(data_dir, tmp_path / "c", "--epochs", "1", "--noise", "1", "--no-figures")
     c = fit(data_dir, tmp_path / "c", "--epochs", "2", "--noise", "1", "--no-figures", "--resume")
     assert strip_times(c["history"]) == strip_times(a["history"])
-    last_a = load_checkpoint(str(tmp_path / "a" / "last.pt"))["state_dict"]
-    last_c = load_checkpoint(str(tmp_path / "c" / "last.pt"))["state_dict"]
+    last_a = load_checkpoint(str(tmp_path / "a" / "last.ckpt"))["state_dict"]
+    last_c = load_checkpoint(str(tmp_path / "c" / "last.ckpt"))["state_dict"]
     assert all(torch.equal(last_a[k], last_c[k]) for k in last_a)
 
     # Another seed gives another run.
@@ -117,16 +120,16 @@ def test_bad_input(data_dir, tmp_path, capsys):
     with pytest.raises(ValueError, match="--channels"):
         fit(data_dir, tmp_path, "--epochs", "2", "--no-figures", "--resume", "--channels", "8,8")
     # A checkpoint of another architecture under the same options.
-    ckpt = load_checkpoint(str(tmp_path / "last.pt"))
-    other = torch.nn.Linear(3, 2).state_dict()
-    torch.save({**ckpt, "state_dict": other}, tmp_path / "last.pt")
+    ckpt = load_checkpoint(str(tmp_path / "last.ckpt"))
+    other = {f"model.{k}": v for k, v in torch.nn.Linear(3, 2).state_dict().items()}
+    torch.save({**ckpt, "state_dict": other}, tmp_path / "last.ckpt")
     with pytest.raises(ValueError, match="do not fit"):
         fit(data_dir, tmp_path, "--epochs", "2", "--no-figures", "--resume")
     # Data at another nside or patch order than the model.
     for nside, order, what in ((32, 2, "nside"), (16, 2, "pixels per sample")):
         other_data = ConvergenceMaps(data_dir, nside=nside, order=order, log=False)
         with pytest.raises(ValueError, match=what):
-            check_compatible(ckpt["config"], other_data)
+            check_compatible(ckpt["hyper_parameters"]["model_config"], other_data)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         fit(data_dir, tmp_path / "empty", "--epochs", "1", "--resume")
     # Patches too small for the number of poolings; on the command line, a one-line error.
@@ -138,17 +141,19 @@ def test_bad_input(data_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes(data_dir, tmp_path):
+@pytest.mark.parametrize("launcher", ["torchrun", "lightning"])
+def test_ddp_two_cpu_processes(data_dir, tmp_path, launcher):
+    """Lightning's DDP on 2 CPU processes (gloo), started by torchrun or by Lightning itself."""
     fit(data_dir, tmp_path / "single", "--epochs", "1", "--no-figures")  # data ready
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "ddp"
+    if launcher == "torchrun":
+        start = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    else:
+        start = []
     cmd = [
         sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
+        *start,
         "-m",
         "pyg_sphere.apps.train_cosmo",
         *TINY,
@@ -158,8 +163,9 @@ def test_torchrun_two_cpu_processes(data_dir, tmp_path):
         data_dir,
         "--out",
         str(out),
-        "--device",
+        "--accelerator",
         "cpu",
+        *([] if launcher == "torchrun" else ["--devices", "2", "--strategy", "ddp"]),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -174,19 +180,20 @@ def test_torchrun_two_cpu_processes(data_dir, tmp_path):
     assert metrics["history"][-1]["lr"] == pytest.approx(1e-3 * 0.999**4)
     assert proc.stdout.count("test accuracy") == 1  # only rank 0 reports and writes
     assert sorted(os.listdir(out)) == [
-        "best.pt",
+        "best.ckpt",
         "confusion_matrix.png",
         "example_maps.png",
         "history.csv",
-        "last.pt",
+        "last.ckpt",
         "learning_curves.png",
+        "logs",
         "metrics.json",
     ]
 
 
 def test_init_from_checkpoint(data_dir, tmp_path):
     fit(data_dir, tmp_path / "a", "--epochs", "1", "--no-figures")
-    start = load_checkpoint(str(tmp_path / "a" / "best.pt"))["state_dict"]
+    start = load_checkpoint(str(tmp_path / "a" / "best.ckpt"))["state_dict"]
     # Adam steps of 1e-30 leave float32 weights as the checkpoint's (batch-norm running
     # statistics do move), unlike a run from the seed's random weights.
     fit(
@@ -200,9 +207,9 @@ def test_init_from_checkpoint(data_dir, tmp_path):
         "--seed",
         "1",
         "--init",
-        str(tmp_path / "a" / "best.pt"),
+        str(tmp_path / "a" / "best.ckpt"),
     )
-    tuned = load_checkpoint(str(tmp_path / "b" / "last.pt"))["state_dict"]
+    tuned = load_checkpoint(str(tmp_path / "b" / "last.ckpt"))["state_dict"]
     weights = [k for k in start if k.endswith("weight")]
     assert weights and all(torch.equal(start[k], tuned[k]) for k in weights)
     # The fcn head fits patches of every order at the same nside; another nside does not.
@@ -215,7 +222,7 @@ def test_init_from_checkpoint(data_dir, tmp_path):
         "--order",
         "2",
         "--init",
-        str(tmp_path / "a" / "best.pt"),
+        str(tmp_path / "a" / "best.ckpt"),
     )
     with pytest.raises(ValueError, match="nside"):
         fit(
@@ -227,7 +234,7 @@ def test_init_from_checkpoint(data_dir, tmp_path):
             "--nside",
             "32",
             "--init",
-            str(tmp_path / "a" / "best.pt"),
+            str(tmp_path / "a" / "best.ckpt"),
         )
     # A checkpoint of another architecture: the error says what differs.
     with pytest.raises(ValueError, match="channels"):
@@ -240,7 +247,7 @@ def test_init_from_checkpoint(data_dir, tmp_path):
             "--channels",
             "8,8",
             "--init",
-            str(tmp_path / "a" / "best.pt"),
+            str(tmp_path / "a" / "best.ckpt"),
         )
 
 
@@ -248,54 +255,49 @@ def test_num_neighbors_option():
     parser = train_cosmo.build_parser()
     assert parser.parse_args([]).num_neighbors == 8
     assert parser.parse_args(["--num-neighbors", "12"]).num_neighbors == 12
-    # The former spelling still works, and is not advertised.
-    assert parser.parse_args(["--k", "6"]).num_neighbors == 6
-    assert not hasattr(parser.parse_args(["--k", "6"]), "k")
-    assert "--num-neighbors" in parser.format_help() and "--k " not in parser.format_help()
     # --K (Chebyshev order) is another option.
-    args = parser.parse_args(["--k", "6", "--K", "3"])
+    args = parser.parse_args(["--num-neighbors", "6", "--K", "3"])
     assert (args.num_neighbors, args.K) == (6, 3)
 
 
-def test_resume_checkpoint_with_former_option_names(data_dir, tmp_path):
-    """A run saved when the neighbour count was called k resumes, and its model rebuilds."""
-    fit(data_dir, tmp_path, "--epochs", "1", "--no-figures")
-    for name in ("last.pt", "best.pt"):
-        saved = torch.load(tmp_path / name, weights_only=False)
-        saved["args"]["k"] = saved["args"].pop("num_neighbors")
-        saved["config"]["k"] = saved["config"].pop("num_neighbors")
-        torch.save(saved, tmp_path / name)
-    ckpt = load_checkpoint(str(tmp_path / "best.pt"))
-    assert ckpt["config"]["num_neighbors"] == ckpt["args"]["num_neighbors"] == 8
-    assert "k" not in ckpt["config"] and "k" not in ckpt["args"]
-    model_from_checkpoint(ckpt)
-    metrics = fit(data_dir, tmp_path, "--epochs", "2", "--no-figures", "--resume")
-    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
-    # Another neighbour count than the interrupted run's is refused under either spelling.
-    with pytest.raises(ValueError, match="--num-neighbors 8 -> 6"):
-        fit(data_dir, tmp_path, "--epochs", "3", "--no-figures", "--resume", "--k", "6")
+def test_engine_pieces_in_a_script(data_dir, tmp_path):
+    """The engine's pieces used directly, as a script of one's own would: data module, module,
+    trainer, then the best checkpoint rebuilt without the options."""
+    from pyg_sphere.apps.engine import MapClassifier, SharedGraphDataModule, make_trainer
 
-
-def test_functions_of_a_run(data_dir, tmp_path):
-    """The steps of train() used one by one, as a script would."""
-    args = train_cosmo.build_parser().parse_args(
-        TINY + ["--data-dir", data_dir, "--out", str(tmp_path), "--epochs", "1", "--no-figures"]
+    args = train_cosmo.build_parser().parse_args(TINY + ["--data-dir", data_dir])
+    splits = train_cosmo.prepare_data(args)
+    model = train_cosmo.make_model(args, splits["train"])
+    module = MapClassifier(model.config, input_scale=splits["train"].map_std, lr=1e-3)
+    trainer = make_trainer(str(tmp_path), max_epochs=2, monitor="val_acc", quiet=True)
+    trainer.fit(module, datamodule=SharedGraphDataModule(splits, batch_size=16))
+    assert [h["epoch"] for h in module.history] == [1, 2]
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".ckpt")) == [
+        "best.ckpt",
+        "last.ckpt",
+    ]
+    ckpt = load_checkpoint(str(tmp_path / "last.ckpt"))
+    assert ckpt["history"] == module.history
+    rebuilt = model_from_checkpoint(ckpt)
+    assert all(
+        torch.equal(v, module.model.state_dict()[k]) for k, v in rebuilt.state_dict().items()
     )
-    train_cosmo.check_args(args)
-    state = train_cosmo.setup(args)
-    assert state.start_epoch == 0 and state.main_rank and state.num_classes == 2
-    row = train_cosmo.run_epoch(state, 0)
-    assert row["epoch"] == 1 and state.best["epoch"] == 1
-    assert sorted(os.listdir(tmp_path)) == ["best.pt", "history.csv", "last.pt"]
-    metrics = train_cosmo.finish(state, seconds=0.0)
-    assert metrics["test_count"] == len(state.splits["test"])
-    assert json.loads((tmp_path / "metrics.json").read_text())["history"] == [row]
+
+
+def test_missing_lightning_names_the_extra():
+    code = (
+        "import sys; sys.modules['lightning'] = None\n"
+        "try:\n    import pyg_sphere.apps.engine\n"
+        "except ImportError as e:\n    print(e)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "pip install 'pyg_sphere[train]'" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_pool_option_reaches_the_model_and_its_checkpoint(data_dir, tmp_path):
     assert train_cosmo.build_parser().parse_args([]).pool == "max"
     fit(data_dir, tmp_path / "mean", "--epochs", "1", "--pool", "mean")
-    model = model_from_checkpoint(load_checkpoint(str(tmp_path / "mean" / "best.pt")))
+    model = model_from_checkpoint(load_checkpoint(str(tmp_path / "mean" / "best.ckpt")))
     assert model.config["pool"] == "mean"
 
 
@@ -319,5 +321,5 @@ def test_gaussian_twin_simulates_model_1_and_its_twin(tmp_path):
         rows = list(csv.DictReader(f))
     assert {r["label"] for r in rows} == {"0", "1"}
     assert {(r["omega_m"], r["sigma_8"]) for r in rows} == {("0.31", "0.82")}  # one cosmology
-    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert ckpt["args"]["gaussian_twin"] is True
+    ckpt = load_checkpoint(tmp_path / "run" / "best.ckpt")
+    assert ckpt["hyper_parameters"]["run_options"]["gaussian_twin"] is True

@@ -59,7 +59,7 @@ def test_each_page_names_its_settings(name):
 
 def test_reset_argv(tmp_path, monkeypatch):
     monkeypatch.setattr(gallery, "WORK", str(tmp_path / "gallery"))
-    stale = tmp_path / "gallery" / "classify_cosmologies" / "run" / "last.pt"
+    stale = tmp_path / "gallery" / "classify_cosmologies" / "run" / "last.ckpt"
     stale.parent.mkdir(parents=True)
     stale.write_text("an earlier build's run")
     src = ROOT / "examples" / "classify_cosmologies.py"
