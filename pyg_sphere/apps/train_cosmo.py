@@ -16,23 +16,17 @@ first (:func:`~pyg_sphere.datasets.simulate_convergence_maps`): model 1 against 
 power-matched model 2, or with ``--gaussian-twin`` against Gaussian maps of model 1's spectrum.
 Any other collection in the :class:`~pyg_sphere.datasets.ConvergenceMaps` layout works too.
 
-Training runs on Lightning (:mod:`pyg_sphere.apps.engine`, the ``[train]`` extra):
-:class:`~pyg_sphere.apps.engine.MapClassifier` (Adam, learning rate ``--lr`` decayed by 0.999 per
-step as in the paper, cross-entropy) on batches of one shared graph
-(:class:`~pyg_sphere.apps.engine.SharedGraphDataModule`); fresh noise for every training sample
-at every epoch, fixed seeded noise for validation and test
-(:class:`~pyg_sphere.transforms.AddGaussianNoise`). Validation after every epoch; the best
-epoch (validation accuracy; ties keep the earlier epoch) is evaluated on the test split at the
-end. Accelerator, devices, nodes, strategy, precision and loggers are Lightning's options.
+Training runs on Lightning (:mod:`pyg_sphere.apps.engine`, the ``[train]`` extra): Adam at
+``--lr`` decayed by 0.999 per step (the paper), cross-entropy, fresh noise for every training
+sample at every epoch and seeded noise for validation and test; validation after every epoch,
+and the best epoch (validation accuracy; ties keep the earlier one) is tested at the end.
+Accelerator, devices, nodes, strategy, precision and loggers are Lightning's options.
 
-Writes into ``--out`` (only the first process when distributed, every file atomically):
-``last.ckpt`` and ``best.ckpt`` (Lightning checkpoints: model config and weights, optimizer,
-scheduler, loops, history and the run's options), ``metrics.json``, ``history.csv``,
-``logs/`` (CSV logger; ``tb/`` with ``--logger tensorboard``), ``example_maps.png``,
-``learning_curves.png`` and ``confusion_matrix.png``.
-
-Deterministic on CPU for a given ``--seed``: every epoch reseeds torch from
-``(seed, epoch, rank)``, so ``--resume`` continues exactly as an uninterrupted run.
+Writes into ``--out`` (the first process only): ``best.ckpt`` and ``last.ckpt`` (Lightning
+checkpoints, with the model's config, the history and the options), ``metrics.json``,
+``history.csv``, ``logs/`` (CSV; ``tb/`` with ``--logger tensorboard``) and the figures
+``example_maps.png``, ``learning_curves.png`` and ``confusion_matrix.png``. Deterministic for a
+given ``--seed`` on CPU, and ``--resume`` continues exactly as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -52,7 +46,6 @@ from filelock import FileLock
 from pyg_sphere._io import atomic_write_text
 from pyg_sphere._validate import check_choice, check_int, check_nside, check_positive
 from pyg_sphere.apps.engine import (
-    HISTORY_FIELDS,
     HistoryFile,
     MapClassifier,
     SharedGraphDataModule,
@@ -63,7 +56,6 @@ from pyg_sphere.apps.engine import (
     model_from_checkpoint,
     model_state,
     trainer_options,
-    write_csv,
 )
 from pyg_sphere.apps.figures import plot_confusion, plot_example_maps, plot_learning_curves
 from pyg_sphere.datasets import ConvergenceMaps, simulate_convergence_maps
@@ -82,7 +74,6 @@ __all__ = [
     "check_compatible",
     "load_checkpoint",
     "model_from_checkpoint",
-    "write_history",
 ]
 
 
@@ -121,122 +112,69 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_data_options(group) -> None:
-    group.add_argument(
+def _add_data_options(g) -> None:
+    g.add_argument(
         "--data-dir",
         default=None,
-        help="ConvergenceMaps root (raw/manifest.csv); simulated there if absent "
-        "(default: ./data/cosmo_nside{nside})",
+        help="ConvergenceMaps root (raw/manifest.csv), simulated if absent "
+        "(default: data/cosmo_nside{nside}, one directory per pair of classes)",
     )
-    group.add_argument("--nside", type=int, default=64, help="HEALPix resolution (default 64)")
-    group.add_argument(
-        "--order", type=int, default=1, help="patch order: 12*order^2 patches per map (default 1)"
-    )
-    group.add_argument(
-        "--noise",
-        type=float,
-        default=0.0,
-        help="noise std relative to the maps' std (paper: 0 to 2; default 0)",
-    )
-    group.add_argument(
-        "--n-per-class",
-        type=int,
-        default=12,
-        help="maps per class when simulating (default 12; split 60/20/20)",
-    )
-    group.add_argument(
+    g.add_argument("--nside", type=int, default=64, help="HEALPix resolution (default 64)")
+    g.add_argument("--order", type=int, default=1, help="patch order, 12 order^2 per map (1)")
+    g.add_argument("--noise", type=float, default=0.0, help="noise std / the maps' std (0)")
+    g.add_argument("--n-per-class", type=int, default=12, help="maps per class to simulate (12)")
+    g.add_argument(
         "--power-matched",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="simulate the power-matched model 2, so that only non-Gaussian information "
-        "separates the classes (default: on)",
+        help="simulate the power-matched model 2: only non-Gaussian information separates them",
     )
-    group.add_argument(
+    g.add_argument(
         "--gaussian-twin",
         action="store_true",
-        help="simulate model 1 against Gaussian maps of the same spectrum instead of model 2 "
-        "(the spectra agree on every scale; --power-matched then does not apply)",
+        help="simulate model 1 against Gaussian maps of its spectrum instead of model 2",
     )
-    group.add_argument(
-        "--smoothing",
-        type=float,
-        default=None,
-        help="Gaussian smoothing FWHM in arcmin before resampling (default none)",
-    )
+    g.add_argument("--smoothing", type=float, default=None, help="smoothing FWHM in arcmin")
 
 
-def _add_model_options(group) -> None:
-    group.add_argument(
-        "--num-neighbors", type=int, default=8, help="neighbours per pixel (default 8)"
-    )
-    group.add_argument(
+def _add_model_options(g) -> None:
+    g.add_argument("--num-neighbors", type=int, default=8, help="neighbours per pixel (8)")
+    g.add_argument(
         "--channels",
         type=_channels,
         default=(16, 32, 64, 64, 64),
-        help="channels per level, each level pools by 4 (default 16,32,64,64,64)",
+        help="channels per level, each pooling by 4 (16,32,64,64,64)",
     )
-    group.add_argument("--K", type=int, default=5, help="Chebyshev polynomial order (default 5)")
-    group.add_argument(
-        "--head",
-        choices=("fcn", "cnn"),
-        default="fcn",
-        help="fcn: Chebyshev layer + global average (default); cnn: linear",
-    )
-    group.add_argument(
-        "--pool",
-        choices=("max", "mean"),
-        default="max",
-        help="pooling by 4 between levels: max (the paper's, default) or mean",
-    )
-    group.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--K", type=int, default=5, help="Chebyshev polynomial order (5)")
+    g.add_argument("--head", choices=("fcn", "cnn"), default="fcn", help="fcn (default) or cnn")
+    g.add_argument("--pool", choices=("max", "mean"), default="max", help="max (default), mean")
+    g.add_argument("--dropout", type=float, default=0.0)
 
 
-def _add_optimisation_options(group) -> None:
-    group.add_argument("--epochs", type=int, default=10, help="total epochs (default 10)")
-    group.add_argument(
-        "--batch-size", type=int, default=32, help="samples per step and per process (default 32)"
-    )
-    group.add_argument(
-        "--lr",
-        type=float,
-        default=2e-4,
-        help="Adam learning rate, times 0.999 per step (default 2e-4)",
-    )
-    group.add_argument("--lr-decay", type=float, default=0.999, help="per-step decay (0.999)")
-    group.add_argument("--weight-decay", type=float, default=0.0)
-    group.add_argument(
-        "--patience",
-        type=int,
-        default=None,
-        help="stop after this many epochs without a better validation accuracy (default: off)",
-    )
+def _add_optimisation_options(g) -> None:
+    g.add_argument("--epochs", type=int, default=10, help="total epochs (10)")
+    g.add_argument("--batch-size", type=int, default=32, help="per step and process (32)")
+    g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (2e-4)")
+    g.add_argument("--lr-decay", type=float, default=0.999, help="decay per step (0.999)")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--patience", type=int, default=None, help="early stopping (default off)")
 
 
-def _add_run_options(group) -> None:
-    group.add_argument("--out", default="runs/train_cosmo", help="output directory")
-    group.add_argument(
+def _add_run_options(g) -> None:
+    g.add_argument("--out", default="runs/train_cosmo", help="output directory")
+    g.add_argument(
         "--init",
         default=None,
         metavar="CHECKPOINT",
-        help="start from the weights of this checkpoint (e.g. best.ckpt of a run at a lower "
-        "noise level, or on patches of another order with the fcn head) instead of random "
-        "ones; fresh optimizer",
+        help="start from this checkpoint's weights (fresh optimizer); the fcn head fits "
+        "patches of any order at the same nside",
     )
-    group.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from OUT/last.ckpt (same options; --epochs may be raised)",
-    )
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
-    group.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads per process (default: torch's choice)",
-    )
-    group.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    group.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    g.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -477,7 +415,7 @@ def train(args) -> dict:
         lr_decay=args.lr_decay,
         weight_decay=args.weight_decay,
         seed=args.seed,
-        run_options=_jsonable(vars(args)),
+        run_options=dict(vars(args)),  # JSON-serialisable
     )
     module.model.load_state_dict(model.state_dict())
     trainer = make_trainer(
@@ -536,7 +474,6 @@ def _metrics(module: MapClassifier, history, splits, trainer, seconds: float) ->
 def _write_outputs(args, metrics: dict, confusion: np.ndarray) -> None:
     out_dir = args.out
     atomic_write_text(osp.join(out_dir, "metrics.json"), json.dumps(metrics, indent=1) + "\n")
-    write_history(metrics["history"], out_dir)
     if not args.no_figures:
         plot_learning_curves(metrics["history"], osp.join(out_dir, "learning_curves.png"))
         plot_confusion(confusion, osp.join(out_dir, "confusion_matrix.png"))
@@ -549,30 +486,10 @@ def _write_outputs(args, metrics: dict, confusion: np.ndarray) -> None:
 
 def _summary(config: dict) -> dict:
     """The model config for metrics.json, with the pixel count instead of the pixel ids."""
-    out = _jsonable(config)
+    out = dict(config)  # JSON-serialisable (SphereModel.config)
     if out.get("pixels") is not None:
         out["pixels"] = f"{len(out['pixels'])} pixels (patch 0)"
     return out
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return repr(obj)
-
-
-def write_history(history: list[dict], out_dir: str) -> None:
-    """Writes the per-epoch rows to ``out_dir/history.csv`` (columns
-    :data:`~pyg_sphere.apps.engine.HISTORY_FIELDS`)."""
-    write_csv(osp.join(out_dir, "history.csv"), history, HISTORY_FIELDS)
 
 
 # ----- entry points ---------------------------------------------------------------------------
