@@ -15,6 +15,8 @@ from .fisher import (
     gaussian_cl_fisher,
     marginal_errors,
 )
+from .losses import fisher_information_loss, gaussian_nll_loss, summary_fisher
+from .posterior import NeuralPosterior, expected_coverage
 from .summaries import (
     CombinedSummary,
     HistogramSummary,
@@ -36,4 +38,9 @@ __all__ = [
     "PeakCountSummary",
     "CombinedSummary",
     "NetworkSummary",
+    "summary_fisher",
+    "fisher_information_loss",
+    "gaussian_nll_loss",
+    "NeuralPosterior",
+    "expected_coverage",
 ]
