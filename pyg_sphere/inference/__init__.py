@@ -5,7 +5,10 @@ histogram, peak counts, combinations, a trained network's outputs);
 :mod:`~pyg_sphere.inference.fisher` measures their Fisher information on the parameters from
 simulations at a fiducial point and finite-difference steps (see
 :func:`pyg_sphere.datasets.simulate_fisher_maps`), with the analytic Gaussian power-spectrum
-Fisher matrix as an oracle.
+Fisher matrix as an oracle. :mod:`~pyg_sphere.inference.losses` trains networks to keep that
+information (the IMNN loss, a Gaussian posterior head);
+:mod:`~pyg_sphere.inference.posterior` learns posteriors over a prior box with a conditional
+normalising flow and checks their coverage (TARP).
 """
 
 from .fisher import (
