@@ -2,8 +2,10 @@
 
 from .convergence_maps import ConvergenceMaps
 from .convergence_spectra import PRIOR_BOX, convergence_cl, lognormal_shift
+from .design_arrays import FisherArrays, PriorArrays, fisher_arrays, prior_arrays
 from .designs import latin_hypercube, simulate_fisher_maps, simulate_prior_maps
 from .lognormal_maps import simulate_convergence_maps, simulate_cosmology_map
+from .simulation_streams import FisherStream, PriorStream, fiducial_patch_std
 
 __all__ = [
     "ConvergenceMaps",
@@ -15,4 +17,11 @@ __all__ = [
     "latin_hypercube",
     "simulate_prior_maps",
     "simulate_fisher_maps",
+    "FisherStream",
+    "PriorStream",
+    "fiducial_patch_std",
+    "FisherArrays",
+    "PriorArrays",
+    "fisher_arrays",
+    "prior_arrays",
 ]

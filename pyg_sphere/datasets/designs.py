@@ -120,14 +120,20 @@ def latin_hypercube(n: int, box: Mapping = PRIOR_BOX, seed: int = 0) -> np.ndarr
         >>> sorted(np.floor(cells[:, 0]).astype(int).tolist()) == list(range(10))
         True
     """
-    from scipy.stats import qmc
-
     n = check_int("n", n, 1)
     bounds = _check_box(box)
     seed = check_int("seed", seed, 0)
+    return _latin_hypercube(n, bounds, np.random.default_rng(seed))
+
+
+def _latin_hypercube(n: int, bounds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """:func:`latin_hypercube` from a generator (no checks): ``bounds`` as :func:`_check_box`
+    returns them."""
+    from scipy.stats import qmc
+
     # scipy renamed the argument `seed` to `rng` (1.15); a Generator means the same to both
     key = "rng" if "rng" in inspect.signature(qmc.LatinHypercube).parameters else "seed"
-    sampler = qmc.LatinHypercube(d=len(PARAMETERS), **{key: np.random.default_rng(seed)})
+    sampler = qmc.LatinHypercube(d=len(PARAMETERS), **{key: rng})
     return qmc.scale(sampler.random(n), bounds[:, 0], bounds[:, 1])
 
 
@@ -235,8 +241,9 @@ def simulate_prior_maps(
     return _write(out_dir, jobs, PRIOR_COLUMNS, nside, gaussian, nest, lmax, progress)
 
 
-def _fisher_cosmologies(fiducial, steps) -> list[tuple[float, float]]:
-    """The five cosmologies of FISHER_VARIANTS, checked against the tabulated range."""
+def _fisher_cosmologies(fiducial, steps, *, zero_steps: bool = False) -> list[tuple[float, float]]:
+    """The five cosmologies of FISHER_VARIANTS, checked against the tabulated range (steps of 0
+    allowed with ``zero_steps``: twins equal to the fiducial, a check of shared draws)."""
     try:
         om, s8 = (float(v) for v in fiducial)
     except (TypeError, ValueError):
@@ -249,8 +256,10 @@ def _fisher_cosmologies(fiducial, steps) -> list[tuple[float, float]]:
         raise ValueError(
             f"steps must be two numbers (d_omega_m, d_sigma_8), got {steps!r}"
         ) from None
-    d_om = check_positive("the omega_m step", d_om)
-    d_s8 = check_positive("the sigma_8 step", d_s8)
+    if not (zero_steps and d_om == 0):
+        d_om = check_positive("the omega_m step", d_om)
+    if not (zero_steps and d_s8 == 0):
+        d_s8 = check_positive("the sigma_8 step", d_s8)
     _check_cosmology(om, s8)
     for name, centre, step in (("omega_m", om, d_om), ("sigma_8", s8, d_s8)):
         _check_inside_table(

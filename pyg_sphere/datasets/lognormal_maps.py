@@ -264,11 +264,20 @@ def gaussian_alm(cl, rng: np.random.Generator) -> np.ndarray:
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     lmax = cl.size - 1
-    size = hp.Alm.getsize(lmax)
+    white = rng.standard_normal(2 * hp.Alm.getsize(lmax)).view(np.complex128)
+    return _colour_alm(white, cl, *_alm_layout(lmax), out=white)
+
+
+def _alm_layout(lmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """The multipole of every coefficient in healpy's layout and the indices of the m = 0 ones."""
     ell, _ = hp.Alm.getlm(lmax)
-    alm = rng.standard_normal(2 * size).view(np.complex128)
-    alm *= np.sqrt(cl / 2)[ell]
-    m0 = hp.Alm.getidx(lmax, np.arange(lmax + 1), 0)
+    return ell, hp.Alm.getidx(lmax, np.arange(lmax + 1), 0)
+
+
+def _colour_alm(white, cl, ell, m0, out=None) -> np.ndarray:
+    """Unit-variance complex draws (as :func:`gaussian_alm` draws them) scaled to spectrum ``cl``;
+    the simulation streams colour one draw with several spectra through this same arithmetic."""
+    alm = np.multiply(white, np.sqrt(cl / 2)[ell], out=out)
     # m = 0 coefficients are real: keep the real draw and give it the full variance
     alm[m0] = alm[m0].real * np.sqrt(2.0)
     return alm
@@ -304,13 +313,19 @@ def lognormal_map(
     """
     clg = _check_cl(gaussian_cl, "gaussian_cl")
     shift = check_positive("shift", shift)
-    g = _synthesize(clg, check_nside(nside), rng)
+    g = _lognormal_transform(_synthesize(clg, check_nside(nside), rng), clg, shift)
+    return hp.reorder(g, r2n=True) if nest else g
+
+
+def _lognormal_transform(g: np.ndarray, clg: np.ndarray, shift: float) -> np.ndarray:
+    """``shift * (exp(g - var_g / 2) - 1)`` in place, ``var_g`` the variance of a field of
+    spectrum ``clg``; returns ``g``."""
     lmax = clg.size - 1
     var_g = float(np.sum((2 * np.arange(lmax + 1) + 1) * clg) / (4 * np.pi))
     g -= 0.5 * var_g
     np.expm1(g, out=g)
     g *= shift
-    return hp.reorder(g, r2n=True) if nest else g
+    return g
 
 
 def _synthesize(cl: np.ndarray, nside: int, rng: np.random.Generator) -> np.ndarray:

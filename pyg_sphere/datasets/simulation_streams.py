@@ -1,0 +1,727 @@
+r"""Convergence maps simulated on the fly, as torch :class:`~torch.utils.data.IterableDataset`\ s.
+
+A summary network trained on a fixed set of simulations learns their noise; a stream of fresh
+maps never shows it the same map twice. Two streams:
+
+* :class:`FisherStream`: per realisation, the maps at a fiducial cosmology and at fiducial
+  :math:`\pm` step for each parameter, all from one Gaussian draw and with one noise draw
+  (common random numbers, as :func:`~pyg_sphere.datasets.simulate_fisher_maps` writes them), for
+  losses built on finite-difference derivatives (a Fisher-information loss);
+* :class:`PriorStream`: maps at parameters drawn from a prior box, for regression or neural
+  posterior estimation.
+
+Both serve nested patches exactly as :class:`~pyg_sphere.datasets.ConvergenceMaps` does: the
+map is rounded to float32 (as the files store it), its mean is removed, it is optionally
+smoothed with the same call, and its patches are cut in ascending nested order. With
+``evaluation=True`` the stream reproduces the on-disk designs bit for bit: realisation ``i`` of
+``FisherStream(..., evaluation=True, seed=s)`` holds the patches of the maps of realisation
+``i`` of ``simulate_fisher_maps(root, n, nside, seed=s)`` read through ``ConvergenceMaps``, and
+``PriorStream(..., evaluation=True, num_maps=n, seed=s)`` those of ``simulate_prior_maps(root,
+n, nside, seed=s)``.
+
+**Randomness.** Every realisation has its own :class:`numpy.random.SeedSequence`, named by a
+spawn key, so a map depends only on the seed and its key, never on timing, on the number of
+workers or on how many maps came before:
+
+* evaluation map ``i``: ``(stream, i)``, the key of
+  :func:`~pyg_sphere.datasets.lognormal_maps.map_rng` and of the on-disk designs;
+* training realisation ``j`` of epoch ``e``: ``(stream, 1, e, j)``;
+
+with ``stream`` 3 for the Fisher stream and 2 for the prior stream (the designs' numbers).
+
+Keys of different lengths or values are distinct :class:`~numpy.random.SeedSequence` nodes
+(numpy's spawn tree), so training maps never repeat evaluation maps of the same seed, and no
+two epochs or realisations share a map. The Gaussian draw comes from the realisation's key, its
+noise from the child ``key + (0,)`` and, for :class:`PriorStream`'s uniform prior, its
+parameters from ``key + (1,)``.
+
+**Workers.** With a :class:`~torch.utils.data.DataLoader` of ``W`` workers (and ``R`` ranks of a
+data-parallel job), worker ``w`` of rank ``r`` simulates realisations ``j = r W + w, r W + w +
+R W, ...``: the shards are disjoint and together hold the same realisations whatever ``W`` is.
+Each worker builds its own tables (spectra of the cosmologies, pixel indices) on its first
+item; nothing large is pickled to the workers. ``healpy.alm2map``, most of a map's cost, runs
+on OpenMP threads: set ``OMP_NUM_THREADS=1`` when workers simulate beside a training process,
+or they compete for the same cores.
+
+**Epochs.** Call :meth:`~FisherStream.set_epoch` before each epoch, as with PyTorch's
+``DistributedSampler``: epoch ``e`` has its own maps. An endless stream (``num_maps=None``)
+never repeats within one pass.
+
+**Batches.** Consecutive items are the patches of one realisation (all of its ``12 order^2``
+patches, or the chosen ones): a batch of ``B`` items holds about ``B / len(patches)``
+realisations. Use batches of several realisations, or ``shuffle_buffer`` to mix items of
+several realisations.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Iterator, Mapping, Optional, Sequence
+
+import healpy as hp
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .._validate import check_int, check_nside, check_positive
+from ..graph import nested_patches
+from .convergence_spectra import (
+    PARAMETERS,
+    PRIOR_BOX,
+    _check_cosmology,
+    _table_lmax,
+    lognormal_shift,
+)
+from .designs import (
+    FISHER_STREAM,
+    PRIOR_STREAM,
+    _check_box,
+    _check_gaussian,
+    _check_inside_table,
+    _fisher_cosmologies,
+    _latin_hypercube,
+    latin_hypercube,
+)
+from .lognormal_maps import (
+    _alm_layout,
+    _colour_alm,
+    _cosmology_gaussian_cl,
+    _lognormal_transform,
+    _resolve_lmax,
+    map_rng,
+)
+
+__all__ = ["FisherStream", "PriorStream", "fiducial_patch_std"]
+
+# Tags of the spawn keys (module docstring): what a key of the streams names after its stream.
+_TRAINING = 1  # (stream, _TRAINING, epoch, j): realisation j of a training epoch
+_LATIN = 2  # (PRIOR_STREAM, _LATIN, epoch, block): a Latin hypercube of the prior stream
+_SHUFFLE = 3  # (stream, _SHUFFLE, evaluation, epoch, shard, shards): a shuffle buffer
+_NOISE, _THETA = 0, 1  # children of a realisation's key
+# Training realisations are numbered (epoch + 1) * 2**32 + j, evaluation ones i < 2**32.
+_EPOCH_SPAN = 2**32
+
+
+class _Maps:
+    """What turns one unit-variance harmonic draw into the processed patches of a cosmology's
+    map, with the tables that depend only on the options (built once per process)."""
+
+    def __init__(self, nside, lmax, gaussian, smoothing_arcmin, order, patches):
+        self.nside, self.lmax, self.gaussian = nside, lmax, gaussian
+        self.fwhm = None if smoothing_arcmin is None else np.radians(smoothing_arcmin / 60.0)
+        self.size = hp.Alm.getsize(lmax)
+        self.ell, self.m0 = _alm_layout(lmax)
+        nested = nested_patches(nside, order).numpy()
+        self.num_patches = len(nested)
+        self.patches = patches
+        # Gathering the patches straight from the RING map costs one index; hp.reorder would
+        # take as long as a third of the synthesis.
+        self.ring = hp.nest2ring(nside, nested[patches])
+
+    def white(self, rng: np.random.Generator) -> np.ndarray:
+        """The unit-variance draw of
+        :func:`~pyg_sphere.datasets.lognormal_maps.gaussian_alm`, the same use of ``rng``."""
+        return rng.standard_normal(2 * self.size).view(np.complex128)
+
+    def spectrum(self, omega_m: float, sigma_8: float, memo: bool = True) -> tuple:
+        """(Gaussian field's C_ell, lognormal shift or None) of a cosmology; ``memo=False`` for
+        cosmologies seen once (the prior stream), which would only evict others from the cache."""
+        fn = _cosmology_gaussian_cl if memo else _cosmology_gaussian_cl.__wrapped__
+        clg = fn(omega_m, sigma_8, self.lmax, self.gaussian)
+        return clg, None if self.gaussian else lognormal_shift(omega_m)
+
+    def patches_of(self, white: np.ndarray, spectrum: tuple, out: np.ndarray) -> None:
+        """Writes the patches of the map of ``spectrum`` made from ``white`` into ``out``
+        ([len(patches), N] float32), processed as ConvergenceMaps processes a file."""
+        clg, shift = spectrum
+        alm = _colour_alm(white, clg, self.ell, self.m0)
+        g = hp.alm2map(alm, self.nside, lmax=self.lmax, mmax=self.lmax, pixwin=False)
+        if shift is not None:
+            _lognormal_transform(g, clg, shift)
+        # As ConvergenceMaps reads a simulated file: float32 storage, mean removal, smoothing.
+        m = g.astype(np.float32).astype(np.float64)
+        m -= m.mean()
+        if self.fwhm is not None:
+            m = hp.smoothing(m, fwhm=self.fwhm, nest=False, use_pixel_weights=False)
+        out[...] = m[self.ring]
+
+    def noise(self, rng: np.random.Generator) -> np.ndarray:
+        """Unit white noise of the chosen patches, [len(patches), N] float32: drawn for the whole
+        sky, so that a patch's noise does not depend on which patches are chosen."""
+        full = rng.standard_normal(12 * self.nside**2, dtype=np.float32)
+        return full.reshape(self.num_patches, -1)[self.patches]
+
+
+def _check_patches(patches, order: int) -> np.ndarray:
+    count = 12 * order**2
+    if patches is None:
+        return np.arange(count)
+    ids = np.asarray(patches)
+    if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(
+            f"patches must be a non-empty 1-D sequence of patch ids (integers in [0, {count})), "
+            f"got {patches!r}"
+        )
+    if ids.min() < 0 or ids.max() >= count:
+        raise ValueError(
+            f"patches holds ids outside [0, {count}): order {order} has 12 * order**2 = {count} "
+            f"patches, got {sorted(set(ids.tolist()))}"
+        )
+    if len(np.unique(ids)) != ids.size:
+        raise ValueError(f"patches holds an id twice, got {ids.tolist()}; give each patch once")
+    return np.sort(ids).astype(np.int64)  # ascending nested order, as ConvergenceMaps stores them
+
+
+def _check_noise(noise) -> float:
+    if (
+        isinstance(noise, bool)
+        or not isinstance(noise, numbers.Real)
+        or not (math.isfinite(noise) and noise >= 0)
+    ):
+        raise ValueError(
+            f"noise must be a non-negative finite number (the noise std in units of "
+            f"noise_scale), got {noise!r}"
+        )
+    return float(noise)
+
+
+def _process_options(nside, order, lmax, smoothing_arcmin, gaussian) -> tuple:
+    nside = check_nside(nside)
+    order = check_nside(order, name="order")
+    if order > nside:
+        raise ValueError(f"order must be a power of 2 no larger than nside ({nside}), got {order}")
+    lmax = _resolve_lmax(nside, lmax, _table_lmax())
+    if smoothing_arcmin is not None:
+        smoothing_arcmin = check_positive("smoothing_arcmin", smoothing_arcmin)
+    return nside, order, lmax, smoothing_arcmin, _check_gaussian(gaussian)
+
+
+def fiducial_patch_std(
+    nside: int,
+    *,
+    fiducial: Sequence[float] = (0.31, 0.82),
+    n_maps: int = 8,
+    gaussian: bool = False,
+    smoothing_arcmin: Optional[float] = None,
+    lmax: Optional[int] = None,
+    seed: int = 0,
+) -> float:
+    r"""The standard deviation of noiseless fiducial patches: the unit of the streams' noise.
+
+    One noise unit for every cosmology (the convention of ``examples/infer_cosmo.py``) makes the
+    noise a property of the survey, not of the map it is added to. This measures it on the
+    fiducial maps of realisations ``0 ... n_maps - 1`` of the Fisher design of ``seed``
+    (``map_rng(seed, FISHER_STREAM, i)``), processed as the streams serve them (float32 storage,
+    mean removed, smoothed if asked), over all their pixels: the standard deviation of the
+    fiducial patches of ``ConvergenceMaps`` on ``simulate_fisher_maps(root, n_maps, nside,
+    seed=seed)``, whatever the patch order. Deterministic, so training and validation streams
+    built with the same options share it.
+
+    Args:
+        nside: HEALPix resolution (power of two).
+        fiducial: (Omega_m, sigma_8) of the maps.
+        n_maps: number of maps (>= 1; the estimate's relative error is about 0.5% / sqrt(n_maps)
+            at nside 64, 1.5% / sqrt(n_maps) at nside 16).
+        gaussian: Gaussian maps instead of shifted lognormal ones.
+        smoothing_arcmin: FWHM of the Gaussian smoothing, as the streams' option.
+        lmax: band limit (default ``3 * nside - 1``).
+        seed: seed of the maps (default 0: one value per set of options).
+
+    Returns:
+        The standard deviation, a positive float.
+
+    Example:
+        >>> round(fiducial_patch_std(16, n_maps=2), 5)
+        0.00188
+        >>> fiducial_patch_std(16, n_maps=2) == fiducial_patch_std(16, n_maps=2)
+        True
+    """
+    nside, _, lmax, smoothing_arcmin, gaussian = _process_options(
+        nside, 1, lmax, smoothing_arcmin, gaussian
+    )
+    n_maps = check_int("n_maps", n_maps, 1)
+    seed = check_int("seed", seed, 0)
+    try:
+        om, s8 = _check_cosmology(*fiducial)
+    except TypeError:
+        raise ValueError(
+            f"fiducial must be two numbers (omega_m, sigma_8), got {fiducial!r}"
+        ) from None
+    maps = _Maps(nside, lmax, gaussian, smoothing_arcmin, 1, np.arange(12))
+    spectrum = maps.spectrum(om, s8)
+    values = np.empty((n_maps, 12, nside**2), dtype=np.float32)
+    for i in range(n_maps):
+        maps.patches_of(maps.white(map_rng(seed, FISHER_STREAM, i)), spectrum, values[i])
+    return float(values.astype(np.float64).std())
+
+
+class _SimulationStream(IterableDataset):
+    """What the two streams share: options, seeding, sharding, epochs and item order."""
+
+    _stream: int  # the stream's number in the spawn keys (FISHER_STREAM, PRIOR_STREAM)
+
+    def __init__(
+        self,
+        nside,
+        order,
+        *,
+        patches,
+        gaussian,
+        smoothing_arcmin,
+        noise,
+        noise_scale,
+        lmax,
+        seed,
+        num_maps,
+        evaluation,
+        epoch,
+        shuffle_buffer,
+        shard,
+        scale_fiducial,
+    ):
+        super().__init__()
+        self.nside, self.order, self.lmax, self.smoothing_arcmin, self.gaussian = _process_options(
+            nside, order, lmax, smoothing_arcmin, gaussian
+        )
+        self.patches = _check_patches(patches, self.order)
+        self.seed = check_int("seed", seed, 0)
+        self.evaluation = bool(evaluation)
+        if num_maps is not None:
+            num_maps = check_int("num_maps", num_maps, 1)
+            if num_maps > _EPOCH_SPAN:
+                raise ValueError(f"num_maps must be at most 2**32, got {num_maps}")
+        elif self.evaluation:
+            raise ValueError(
+                "evaluation=True serves a fixed set of maps: give its size, num_maps=..."
+            )
+        self.num_maps = num_maps
+        self.shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer, 0)
+        self.noise = _check_noise(noise)
+        if noise_scale is not None:
+            noise_scale = check_positive("noise_scale", noise_scale)
+        elif self.noise > 0:  # measured only when needed: without noise it would cost maps
+            noise_scale = fiducial_patch_std(
+                self.nside,
+                fiducial=scale_fiducial,
+                gaussian=self.gaussian,
+                smoothing_arcmin=self.smoothing_arcmin,
+                lmax=self.lmax,
+            )
+        self.noise_scale = noise_scale
+        self.shard = _check_shard(shard)
+        self.epoch = 0
+        self.set_epoch(epoch)
+        self._maps = None  # built in each process on first use: never pickled to workers
+
+    # ----- public ---------------------------------------------------------------------------
+    @property
+    def num_patches(self) -> int:
+        """Patches per map, ``12 * order**2`` (``draw % num_patches`` is an item's patch)."""
+        return 12 * self.order**2
+
+    @property
+    def patch_size(self) -> int:
+        """Pixels per patch, ``N = (nside / order)**2``."""
+        return (self.nside // self.order) ** 2
+
+    @property
+    def sigma(self) -> float:
+        """Standard deviation of the added noise, ``noise * noise_scale`` (0 without noise)."""
+        return self.noise * self.noise_scale if self.noise > 0 else 0.0
+
+    def patch_pixels(self, patch_id: int = 0) -> torch.Tensor:
+        """Nested HEALPix ids of the pixels of patch ``patch_id``, [N] (as
+        :meth:`ConvergenceMaps.patch_pixels <pyg_sphere.datasets.ConvergenceMaps.patch_pixels>`):
+        the nodes of the graph every item shares."""
+        return nested_patches(self.nside, self.order)[patch_id]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Chooses the maps of a training epoch (ignored in evaluation mode, whose maps are
+        fixed). Call it before iterating a :class:`~torch.utils.data.DataLoader` each epoch:
+        workers receive a copy of the stream when an iteration starts."""
+        epoch = check_int("epoch", epoch, 0)
+        # draws must fit int64: ((epoch + 2) * 2**32) * num_patches <= 2**63
+        limit = 2**31 // self.num_patches - 2
+        if epoch > limit:
+            raise ValueError(f"epoch must be at most {limit} at order {self.order}, got {epoch}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Items this rank serves per epoch (all workers together); only for a finite stream."""
+        if self.num_maps is None:
+            raise TypeError(f"an endless {type(self).__name__} has no length: give num_maps=...")
+        rank, ranks = self.shard
+        return len(range(rank, self.num_maps, ranks)) * len(self.patches)
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        rank, ranks = self.shard
+        shard, shards = rank * workers + worker, ranks * workers
+        if self._maps is None:
+            options = (self.nside, self.lmax, self.gaussian, self.smoothing_arcmin, self.order)
+            self._maps = _Maps(*options, self.patches)
+            self._setup()
+        stop = self.num_maps if self.num_maps is not None else _EPOCH_SPAN
+        items = (item for j in range(shard, stop, shards) for item in self._realisation_items(j))
+        if self.shuffle_buffer > 1:
+            epoch = 0 if self.evaluation else self.epoch  # an evaluation set never changes
+            key = (self._stream, _SHUFFLE, int(self.evaluation), epoch, shard, shards)
+            items = _shuffled(items, self.shuffle_buffer, self._rng(key))
+        return items
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_maps"] = None  # tables are rebuilt in each worker, not pickled
+        return state
+
+    # ----- seeding ----------------------------------------------------------------------------
+    def _rng(self, key: tuple) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
+
+    def _key(self, j: int) -> tuple:
+        """Spawn key of realisation ``j`` of this epoch (module docstring)."""
+        if self.evaluation:
+            return (self._stream, j)
+        return (self._stream, _TRAINING, self.epoch, j)
+
+    def _realisation(self, j: int) -> int:
+        """The number of realisation ``j`` of this epoch, unique within a stream."""
+        return j if self.evaluation else (self.epoch + 1) * _EPOCH_SPAN + j
+
+    def _noise(self, key: tuple) -> Optional[np.ndarray]:
+        if self.noise == 0:
+            return None
+        return self._maps.noise(self._rng(key + (_NOISE,))) * np.float32(self.sigma)
+
+    def _items(self, x: np.ndarray, theta: torch.Tensor, j: int) -> Iterator[dict]:
+        """One item per chosen patch; ``x`` [len(patches), ..., N] float32."""
+        base = self._realisation(j) * self.num_patches
+        for k, patch in enumerate(self.patches):
+            yield {
+                "x": torch.from_numpy(x[k]).unsqueeze(-1),
+                "theta": theta,
+                "draw": torch.tensor(base + int(patch)),
+                "patch_id": torch.tensor(int(patch)),
+            }
+
+    def _setup(self) -> None:
+        """Per-process tables of a stream (after ``_maps`` is built)."""
+
+    def _realisation_items(self, j: int) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        mode = "evaluation" if self.evaluation else f"epoch={self.epoch}"
+        smoothing = "" if self.smoothing_arcmin is None else f", smoothing={self.smoothing_arcmin}'"
+        return (
+            f"nside={self.nside}, order={self.order}, patches={len(self.patches)}, "
+            f"{'gaussian' if self.gaussian else 'lognormal'}{smoothing}, noise={self.noise:g}, "
+            f"seed={self.seed}, num_maps={self.num_maps}, {mode}"
+        )
+
+
+def _check_shard(shard) -> tuple[int, int]:
+    if shard is None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+    try:
+        rank, ranks = shard
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be (rank, world_size), got {shard!r}") from None
+    ranks = check_int("shard world_size", ranks, 1)
+    rank = check_int("shard rank", rank, 0)
+    if rank >= ranks:
+        raise ValueError(f"shard rank must be below world_size, got {shard!r}")
+    return rank, ranks
+
+
+def _shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
+    """The items in a random order mixed within a buffer of ``size`` (each item waits in the
+    buffer until a later one replaces it)."""
+    buffer = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        k = int(rng.integers(size))
+        yield buffer[k]
+        buffer[k] = item
+    for k in rng.permutation(len(buffer)):
+        yield buffer[k]
+
+
+class FisherStream(_SimulationStream):
+    r"""Fresh Fisher realisations: each item holds one patch of the fiducial map and of its
+    :math:`\pm` step twins, all made from one Gaussian draw and one noise draw.
+
+    The twins share their randomness exactly as :func:`~pyg_sphere.datasets.simulate_fisher_maps`
+    does (common random numbers): the harmonic coefficients are one unit-variance draw coloured
+    by each cosmology's spectrum, and the same noise is added to every variant, so
+    finite-difference derivatives of a summary carry little sampling noise. With ``steps`` of 0
+    the twins equal the fiducial map exactly.
+
+    Items are in the order of the realisations and, within one, of the patches: see the module
+    documentation for seeding, workers, epochs and batches. With ``evaluation=True`` the stream
+    serves a fixed set, identical every epoch: realisations ``0 ... num_maps - 1`` of
+    ``simulate_fisher_maps(root, num_maps, nside, seed=seed)`` (same ``fiducial``, ``steps``,
+    ``gaussian``, ``lmax``), patch for patch equal to those ``ConvergenceMaps`` reads (before
+    noise), and disjoint from the training maps of any epoch.
+
+    Args:
+        nside (int): HEALPix resolution of the maps and patches (power of 2). (default: 64)
+        order (int): Patch order: ``12 order**2`` patches of ``(nside / order)**2`` pixels.
+            (default: 1)
+        patches (sequence of int, optional): The patch ids to serve (nested patch numbers,
+            ``pyg_sphere.nested_patches``), served in ascending order. (default: all)
+        fiducial (tuple): (Omega_m, sigma_8) of the fiducial cosmology. (default: (0.31, 0.82))
+        steps (tuple): (d_Omega_m, d_sigma_8), non-negative. (default: (0.02, 0.02))
+        gaussian (bool): Gaussian maps instead of shifted lognormal ones. (default: False)
+        smoothing_arcmin (float, optional): FWHM of a Gaussian smoothing, applied as
+            ``ConvergenceMaps(smoothing_arcmin=...)`` applies it. (default: None)
+        noise (float): Standard deviation of additive white noise in units of ``noise_scale``.
+            (default: 0)
+        noise_scale (float, optional): The noise unit (default: :func:`fiducial_patch_std`
+            with the same options, measured once at construction when ``noise > 0``; ``None``
+            without noise).
+        lmax (int, optional): Band limit of the Gaussian field. (default: ``3 * nside - 1``)
+        seed (int): Seed of the stream. (default: 0)
+        num_maps (int, optional): Realisations per epoch (training) or in the set (evaluation);
+            ``None``: an endless training stream. (default: None)
+        evaluation (bool): Serve the fixed set of ``num_maps`` on-disk-compatible realisations.
+            (default: False)
+        epoch (int): First epoch (see :meth:`set_epoch`). (default: 0)
+        shuffle_buffer (int): Mix items within a buffer of this many (seeded); 0 keeps the
+            patches of a realisation together. (default: 0)
+        shard (tuple, optional): ``(rank, world_size)`` of a data-parallel job; each rank
+            simulates its own realisations. (default: torch.distributed's, when initialised)
+
+    Shapes:
+        - **item:** ``x`` [1 + 2p, N, 1] float32, rows in the order of :attr:`variants`:
+          fiducial, then ``plus`` for each of the p = 2 parameters, then ``minus``;
+          ``theta`` [1 + 2p, p] float32, the (Omega_m, sigma_8) of each row; ``draw`` [] int64,
+          the shared realisation and patch, ``realisation * num_patches + patch_id`` (unique
+          within the stream: training realisations are numbered ``(epoch + 1) * 2**32 + j``);
+          ``patch_id`` [] int64
+        - **batch** (default collation): ``x`` [B, 1 + 2p, N, 1], ``theta`` [B, 1 + 2p, p],
+          ``draw`` [B], ``patch_id`` [B]
+
+    Example:
+        >>> from torch.utils.data import DataLoader
+        >>> stream = FisherStream(nside=16, num_maps=2, noise=1.0)  # noise 1 x the maps' std
+        >>> batch = next(iter(DataLoader(stream, batch_size=12)))
+        >>> batch["x"].shape, batch["theta"].shape, len(stream)
+        (torch.Size([12, 5, 256, 1]), torch.Size([12, 5, 2]), 24)
+        >>> stream.variants
+        ('fiducial', 'omega_m_plus', 'sigma_8_plus', 'omega_m_minus', 'sigma_8_minus')
+        >>> fid, plus, minus = batch["x"][:, 0], batch["x"][:, 1:3], batch["x"][:, 3:]
+        >>> bool((plus - minus).std() < 0.2 * fid.std())   # shared draws and noise cancel
+        True
+    """
+
+    _stream = FISHER_STREAM
+    #: Names of the rows of an item's ``x``, in order.
+    variants = ("fiducial",) + tuple(f"{p}_{s}" for s in ("plus", "minus") for p in PARAMETERS)
+
+    def __init__(
+        self,
+        nside: int = 64,
+        order: int = 1,
+        *,
+        patches: Optional[Sequence[int]] = None,
+        fiducial: Sequence[float] = (0.31, 0.82),
+        steps: Sequence[float] = (0.02, 0.02),
+        gaussian: bool = False,
+        smoothing_arcmin: Optional[float] = None,
+        noise: float = 0.0,
+        noise_scale: Optional[float] = None,
+        lmax: Optional[int] = None,
+        seed: int = 0,
+        num_maps: Optional[int] = None,
+        evaluation: bool = False,
+        epoch: int = 0,
+        shuffle_buffer: int = 0,
+        shard: Optional[tuple[int, int]] = None,
+    ) -> None:
+        # (fiducial, om+, om-, s8+, s8-), the order of FISHER_VARIANTS: checked as the design does
+        cosmologies = _fisher_cosmologies(fiducial, steps, zero_steps=True)
+        self.fiducial = cosmologies[0]
+        self.steps = tuple(float(s) for s in steps)
+        p = len(PARAMETERS)
+        plus = [cosmologies[1 + 2 * a] for a in range(p)]
+        minus = [cosmologies[2 + 2 * a] for a in range(p)]
+        self.cosmologies = tuple([cosmologies[0]] + plus + minus)
+        super().__init__(
+            nside,
+            order,
+            patches=patches,
+            gaussian=gaussian,
+            smoothing_arcmin=smoothing_arcmin,
+            noise=noise,
+            noise_scale=noise_scale,
+            lmax=lmax,
+            seed=seed,
+            num_maps=num_maps,
+            evaluation=evaluation,
+            epoch=epoch,
+            shuffle_buffer=shuffle_buffer,
+            shard=shard,
+            scale_fiducial=self.fiducial,
+        )
+        self._theta = torch.tensor(self.cosmologies, dtype=torch.float32)
+
+    @property
+    def step(self) -> np.ndarray:
+        """The steps as float64 [p], the ``step`` of :func:`~pyg_sphere.inference.fisher_matrix`."""
+        return np.array(self.steps)
+
+    def _setup(self) -> None:
+        self._spectra = [self._maps.spectrum(om, s8) for om, s8 in self.cosmologies]
+
+    def _realisation_items(self, j: int) -> Iterator[dict]:
+        key = self._key(j)
+        maps = self._maps
+        white = maps.white(self._rng(key))
+        x = np.empty((len(self.patches), len(self._spectra), self.patch_size), dtype=np.float32)
+        for v, spectrum in enumerate(self._spectra):
+            maps.patches_of(white, spectrum, x[:, v])
+        noise = self._noise(key)
+        if noise is not None:
+            x += noise[:, None]  # the same noise on every variant: it cancels in differences
+        return self._items(x, self._theta, j)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self._describe()}, fiducial={self.fiducial}, "
+            f"steps={self.steps})"
+        )
+
+
+class PriorStream(_SimulationStream):
+    r"""Fresh maps at parameters drawn from a prior box, one patch per item.
+
+    Training maps take their (Omega_m, sigma_8) uniformly in ``box`` (``sampling='uniform'``,
+    independent per map) or from a Latin hypercube of each block of ``block_size`` consecutive
+    realisations (``sampling='latin'``: the realisations of a block together fill every stratum
+    of each parameter once, whatever the number of workers). With ``evaluation=True`` the stream
+    serves the fixed design of ``simulate_prior_maps(root, num_maps, nside, box=box,
+    seed=seed)``: the Latin hypercube ``latin_hypercube(num_maps, box, seed)`` and its maps,
+    patch for patch equal to those ``ConvergenceMaps`` reads (before noise). Each map has its
+    own cosmology, so its spectrum's lognormal transform is computed per map (about as long as
+    the synthesis at nside 64).
+
+    Items are in the order of the maps and, within one, of the patches; every patch of a map
+    shares its parameters. See the module documentation for seeding, workers and epochs, and
+    :class:`FisherStream` for the arguments they share.
+
+    Args:
+        nside, order, patches, gaussian, smoothing_arcmin, noise, lmax, seed, num_maps,
+            evaluation, epoch, shuffle_buffer, shard: As in :class:`FisherStream`.
+        box (dict): ``{'omega_m': (low, high), 'sigma_8': (low, high)}``. (default:
+            :data:`~pyg_sphere.datasets.PRIOR_BOX`)
+        sampling (str): ``'uniform'`` or ``'latin'`` (training maps). (default: ``'uniform'``)
+        block_size (int): Realisations per Latin hypercube. (default: 64)
+        noise_scale (float, optional): The noise unit (default: :func:`fiducial_patch_std` at
+            the default fiducial (0.31, 0.82) with the same options: one unit for every
+            cosmology, the same as a default :class:`FisherStream`'s).
+
+    Shapes:
+        - **item:** ``x`` [N, 1] float32, ``theta`` [p] float32 (Omega_m, sigma_8), ``draw`` []
+          int64 (``realisation * num_patches + patch_id``), ``patch_id`` [] int64
+        - **batch** (default collation): ``x`` [B, N, 1], ``theta`` [B, p], ``draw`` [B],
+          ``patch_id`` [B]
+
+    Example:
+        >>> from torch.utils.data import DataLoader
+        >>> stream = PriorStream(nside=16, num_maps=4, sampling="latin", block_size=4)
+        >>> batch = next(iter(DataLoader(stream, batch_size=48)))
+        >>> batch["x"].shape, batch["theta"].shape
+        (torch.Size([48, 256, 1]), torch.Size([48, 2]))
+        >>> len(set(batch["theta"][:, 0].tolist()))   # 4 maps, 12 patches each
+        4
+    """
+
+    _stream = PRIOR_STREAM
+
+    def __init__(
+        self,
+        nside: int = 64,
+        order: int = 1,
+        *,
+        patches: Optional[Sequence[int]] = None,
+        box: Mapping = PRIOR_BOX,
+        sampling: str = "uniform",
+        block_size: int = 64,
+        gaussian: bool = False,
+        smoothing_arcmin: Optional[float] = None,
+        noise: float = 0.0,
+        noise_scale: Optional[float] = None,
+        lmax: Optional[int] = None,
+        seed: int = 0,
+        num_maps: Optional[int] = None,
+        evaluation: bool = False,
+        epoch: int = 0,
+        shuffle_buffer: int = 0,
+        shard: Optional[tuple[int, int]] = None,
+    ) -> None:
+        self.bounds = _check_box(box)
+        for name, (lo, hi) in zip(PARAMETERS, self.bounds):
+            _check_inside_table(name, lo, hi, f"box[{name!r}] = ({lo}, {hi})")
+        self.box = {name: (float(lo), float(hi)) for name, (lo, hi) in zip(PARAMETERS, self.bounds)}
+        if sampling not in ("uniform", "latin"):
+            raise ValueError(f"sampling must be 'uniform' or 'latin', got {sampling!r}")
+        self.sampling = sampling
+        self.block_size = check_int("block_size", block_size, 1)
+        self._design = None  # evaluation: the whole hypercube, drawn on first use
+        self._block = (None, None)  # training, latin: ((epoch, block), its hypercube)
+        super().__init__(
+            nside,
+            order,
+            patches=patches,
+            gaussian=gaussian,
+            smoothing_arcmin=smoothing_arcmin,
+            noise=noise,
+            noise_scale=noise_scale,
+            lmax=lmax,
+            seed=seed,
+            num_maps=num_maps,
+            evaluation=evaluation,
+            epoch=epoch,
+            shuffle_buffer=shuffle_buffer,
+            shard=shard,
+            scale_fiducial=(0.31, 0.82),
+        )
+
+    def theta(self, j: int) -> np.ndarray:
+        """The parameters (Omega_m, sigma_8) of realisation ``j`` of the current epoch, float64
+        [p]: what the stream's maps and ``theta`` of its items are made from."""
+        if self.evaluation:
+            if self._design is None:
+                self._design = latin_hypercube(self.num_maps, self.box, self.seed)
+            return self._design[j]
+        if self.sampling == "uniform":
+            rng = self._rng(self._key(j) + (_THETA,))
+            return rng.uniform(self.bounds[:, 0], self.bounds[:, 1])
+        block = (self.epoch, j // self.block_size)
+        if self._block[0] != block:
+            rng = self._rng((self._stream, _LATIN) + block)
+            self._block = (block, _latin_hypercube(self.block_size, self.bounds, rng))
+        return self._block[1][j % self.block_size]
+
+    def _realisation_items(self, j: int) -> Iterator[dict]:
+        key = self._key(j)
+        om, s8 = (float(v) for v in self.theta(j))
+        maps = self._maps
+        x = np.empty((len(self.patches), self.patch_size), dtype=np.float32)
+        maps.patches_of(maps.white(self._rng(key)), maps.spectrum(om, s8, memo=False), x)
+        noise = self._noise(key)
+        if noise is not None:
+            x += noise
+        return self._items(x, torch.tensor([om, s8], dtype=torch.float32), j)
+
+    def __repr__(self) -> str:
+        sampling = "latin hypercube" if self.evaluation else self.sampling
+        return f"{type(self).__name__}({self._describe()}, box={self.box}, sampling={sampling!r})"
