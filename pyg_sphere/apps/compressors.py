@@ -125,10 +125,13 @@ class _Compressor(pl.LightningModule):
 
     def summaries(self, x: torch.Tensor, features: Optional[torch.Tensor] = None):
         """The summaries of maps ``x`` ``[B, N, 1]`` (and their ``features`` ``[B, k]``)."""
-        s = self.model(x / self.hparams.input_scale)
+        s = self._network(x)
         if features is None:
             return s
         return torch.cat([s, self._standardised(features)], dim=-1)
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x / self.hparams.input_scale)
 
     def _standardised(self, features: torch.Tensor) -> torch.Tensor:
         return features
@@ -186,7 +189,9 @@ class FisherCompressor(_Compressor):
     patch and its :math:`\pm` step twins sharing their random draws) with
     :func:`~pyg_sphere.inference.fisher_information_loss`; validated by
     :math:`\ln \det F` of a fixed validation set (logged ``val_log_det_fisher``, the metric
-    that selects the best epoch). With :obj:`feature_mean` and :obj:`feature_whitening`, the
+    that selects the best epoch). The network's outputs are shifted and scaled to unit
+    variance on the first training batch (:meth:`calibrate`). With :obj:`feature_mean` and
+    :obj:`feature_whitening`, the
     items' ``features`` (fixed classical summaries, :class:`WithFeatures`) are whitened,
     :math:`W (f - \mu)`, and appended to the network's outputs: a hybrid summary whose whole
     Fisher information is maximised.
@@ -238,7 +243,29 @@ class FisherCompressor(_Compressor):
                 f"feature_whitening must be [k, k] = [{k}, {k}], got {tuple(whitening.shape)}"
             )
         self.register_buffer("feature_whitening", whitening)
+        outputs = int(model_config["out_channels"])
+        self.register_buffer("output_shift", torch.zeros(outputs))
+        self.register_buffer("output_scale", torch.ones(outputs))
+        self.register_buffer("calibrated", torch.tensor(False))
         self._val: list[torch.Tensor] = []
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.model(x / self.hparams.input_scale) - self.output_shift) / self.output_scale
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Sets the network outputs' shift and scale to their mean and standard deviation over
+        maps ``x`` ``[B, N, 1]``, so that training starts with summaries of unit covariance
+        (a data-dependent initialisation, as ActNorm's): an untrained network's outputs vary
+        by orders of magnitude less than one, and the loss's covariance regulariser would
+        otherwise dominate the first steps. Done on the first training batch unless already
+        calibrated."""
+        self.output_shift.zero_()
+        self.output_scale.fill_(1.0)
+        s = self._network(x)
+        self.output_shift.copy_(s.mean(0))
+        self.output_scale.copy_(s.std(0).clamp_min(torch.finfo(s.dtype).tiny))
+        self.calibrated.fill_(True)
 
     @property
     def num_features(self) -> int:
@@ -272,6 +299,8 @@ class FisherCompressor(_Compressor):
         return s[:, 0], s[:, 1 : 1 + p], s[:, 1 + p : 1 + 2 * p]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if not self.calibrated:
+            self.calibrate(batch["x"][:, 0])
         fiducial, plus, minus = self._split(self._batch_summaries(batch))
         loss = fisher_information_loss(
             fiducial,

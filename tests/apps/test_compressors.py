@@ -1,0 +1,172 @@
+"""Summary networks trained through Lightning: the Fisher compressor reaches a known
+information, hybrids append features, checkpoints rebuild, divergence stops with a message,
+VMIM trains, and the whole inference workflow runs end to end at a tiny size."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pyg_sphere.apps.compressors import (
+    FisherCompressor,
+    PosteriorCompressor,
+    StreamDataModule,
+    WithFeatures,
+)
+from pyg_sphere.apps.engine import best_checkpoint, make_trainer
+from pyg_sphere.datasets import FisherStream, PriorStream, fiducial_patch_std
+from pyg_sphere.inference import HistogramSummary, fisher_matrix
+from pyg_sphere.nn import DeepSphere
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_model(stream, outputs=2):
+    return DeepSphere(
+        1, outputs, stream.nside, pixels=stream.patch_pixels(0), channels=(4, 8), K=3, pool="mean"
+    )
+
+
+def fisher_streams(**kw):
+    common = dict(nside=16, order=1, gaussian=True, **kw)
+    train = FisherStream(**common, num_maps=16, seed=1)
+    val = FisherStream(**common, num_maps=6, seed=2, evaluation=True)
+    return train, val
+
+
+def log_det_fisher(module, items) -> float:
+    """ln det F of a compressor's summaries of Fisher items, by numpy's fisher_matrix."""
+    x = torch.stack([it["x"] for it in items])
+    with torch.no_grad():
+        s = module.eval()(x.flatten(0, 1)).view(len(items), 5, -1).double().numpy()
+    fisher = fisher_matrix(
+        s[:, 0], s[:, 1:3].transpose(1, 0, 2), s[:, 3:].transpose(1, 0, 2), [0.02, 0.02]
+    )
+    return float(np.log(np.linalg.det(fisher)))
+
+
+def test_fisher_compressor_learns_and_its_checkpoint_rebuilds(tmp_path):
+    train, val = fisher_streams()
+    items = list(val)
+    model = small_model(train)
+    scale = fiducial_patch_std(16, gaussian=True)
+    module = FisherCompressor(model.config, train.steps, input_scale=scale, lr=3e-3)
+    untrained = log_det_fisher(module, items)
+    trainer = make_trainer(str(tmp_path), max_epochs=4, monitor=module.monitor, quiet=True)
+    trainer.fit(module, datamodule=StreamDataModule(train, val, batch_size=24))
+    logdet = [h["val_log_det_fisher"] for h in module.history]
+    assert len(logdet) == 4 and all(math.isfinite(v) for v in logdet)
+    # Trained on fresh maps, the summaries carry more information on a fixed validation set.
+    assert max(logdet) > untrained + 1.0
+    assert bool(module.calibrated)  # outputs scaled on the first batch, saved in checkpoints
+
+    # The best checkpoint rebuilds the compressor; the Fisher matrix of its summaries
+    # (numpy's independent estimate) is the one logged for its epoch.
+    best = FisherCompressor.load_from_checkpoint(best_checkpoint(trainer))
+    assert log_det_fisher(best, items) == pytest.approx(max(logdet), abs=1e-3)
+
+
+def test_hybrid_appends_whitened_features(tmp_path):
+    train, val = fisher_streams()
+    hist = HistogramSummary(bins=5).fit(torch.stack([it["x"][0, :, 0] for it in val]).numpy())
+    model = small_model(train)
+    k = 4
+    mean, whitening = torch.randn(k), torch.eye(k) * 2
+    module = FisherCompressor(
+        model.config, train.steps, feature_mean=mean, feature_whitening=whitening
+    )
+    x = torch.randn(3, model.num_nodes, 1)
+    features = torch.randn(3, k)
+    with torch.no_grad():
+        out = module(x, features)
+    assert out.shape == (3, 2 + k)
+    assert torch.allclose(out[:, 2:], 2 * (features - mean))
+    with pytest.raises(ValueError, match="needs the items' features"):
+        module._batch_summaries({"x": torch.randn(2, 5, model.num_nodes, 1)})
+
+    # Trained with the features computed in the loader, and rebuilt with its buffers.
+    module = FisherCompressor(
+        model.config, train.steps, feature_mean=torch.zeros(k), feature_whitening=torch.eye(k)
+    )
+    trainer = make_trainer(str(tmp_path), max_epochs=1, monitor=module.monitor, quiet=True)
+    data = StreamDataModule(WithFeatures(train, hist), WithFeatures(val, hist), batch_size=24)
+    trainer.fit(module, datamodule=data)
+    rebuilt = FisherCompressor.load_from_checkpoint(best_checkpoint(trainer))
+    assert rebuilt.num_features == k and torch.equal(rebuilt.feature_whitening, torch.eye(k))
+
+
+def test_divergence_stops_with_a_message(tmp_path):
+    train, val = fisher_streams()
+    model = small_model(train)
+    module = FisherCompressor(model.config, train.steps)
+    # A network whose outputs do not depend on the map: a singular covariance.
+    for p in module.model.parameters():
+        p.data.zero_()
+        p.requires_grad_(False)
+    trainer = make_trainer(str(tmp_path), max_epochs=1, monitor=module.monitor, quiet=True)
+    with pytest.raises(ValueError, match="constant|singular|diverg|non-finite"):
+        trainer.fit(module, datamodule=StreamDataModule(train, val, batch_size=24))
+    assert not (tmp_path / "last.ckpt").exists()  # no checkpoint of a broken state
+
+
+def test_posterior_compressor_vmim(tmp_path):
+    common = dict(nside=16, order=1, gaussian=True)
+    train = PriorStream(**common, num_maps=16, seed=3)
+    val = PriorStream(**common, num_maps=4, seed=4, evaluation=True)
+    model = small_model(train, outputs=3)
+    bounds = [[0.15, 0.45], [0.5, 1.1]]
+    module = PosteriorCompressor(
+        model.config,
+        bounds,
+        input_scale=fiducial_patch_std(16, gaussian=True),
+        lr=3e-3,
+        flow_options={"transforms": 1},
+    )
+    trainer = make_trainer(str(tmp_path), max_epochs=3, monitor=module.monitor, quiet=True)
+    trainer.fit(module, datamodule=StreamDataModule(train, val, batch_size=32))
+    losses = [h["val_loss"] for h in module.history]
+    assert all(math.isfinite(v) for v in losses) and min(losses) < losses[0]
+    rebuilt = PosteriorCompressor.load_from_checkpoint(best_checkpoint(trainer)).eval()
+    with torch.no_grad():
+        s = rebuilt(torch.randn(2, model.num_nodes, 1) * 0.01)
+        samples = rebuilt.posterior.sample(s, 50)
+    assert samples.shape == (50, 2, 2)
+
+
+def test_inference_workflow_tiny(tmp_path):
+    """The documented workflow of examples/infer_cosmo.py end to end at nside 16: every row,
+    its forecast, posterior and coverage, the page and its figure; a rerun resumes."""
+    spec = importlib.util.spec_from_file_location("infer_cosmo", ROOT / "examples/infer_cosmo.py")
+    infer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer)
+    argv = (
+        "--nside 16 --n-fisher 8 --n-val 4 --n-prior 16 --n-observed 24 --train-maps 4 "
+        "--epochs-first 1 --epochs 1 --noise 0 2 --channels 8 16 --hybrid-batch-size 48 "
+        f"--bootstrap 10 --samples 100 --threads 1 --workers 0 --out {tmp_path / 'run'} "
+        f"--docs {tmp_path / 'page.md'}"
+    ).split()
+    results = infer.main(argv)
+    assert list(results["levels"]) == ["lognormal|0", "lognormal|2", "gaussian|0"]
+    lognormal = results["levels"]["lognormal|0"]["summaries"]
+    assert set(lognormal) == set(infer.SUMMARIES)
+    assert set(results["levels"]["gaussian|0"]["summaries"]) == {"power spectrum", "DeepSphere"}
+    for name in infer.POSTERIORS:
+        coverage = lognormal[name]["posterior"]["coverage"]
+        assert set(coverage) == {"0.68", "0.95"} and all(0 <= v <= 1 for v in coverage.values())
+    page = (tmp_path / "page.md").read_text()
+    assert "| lognormal | 2 | hybrid |" in page and "## Goals" in page
+    assert (tmp_path / "inference_posteriors.png").read_bytes()[:4] == b"\x89PNG"
+    # A rerun finds every setting done and trains nothing.
+    again = infer.main(argv)
+    assert again["levels"].keys() == results["levels"].keys()
