@@ -1,5 +1,6 @@
 """The library core stands on its own: it never imports the applications of
-``pyg_sphere.apps``, and command-line parsing lives only there."""
+``pyg_sphere.apps`` nor their training engine (Lightning, torchmetrics), and command-line
+parsing lives only there."""
 
 import ast
 import json
@@ -27,7 +28,8 @@ def walk(package):
 
 core = list(walk(pyg_sphere))
 loaded = sorted(m for m in sys.modules if m.startswith('pyg_sphere'))
-print(json.dumps({'core': core, 'loaded': loaded}))
+engines = sorted(m for m in ('lightning', 'pytorch_lightning', 'torchmetrics') if m in sys.modules)
+print(json.dumps({'core': core, 'loaded': loaded, 'engines': engines}))
 """
 
 
@@ -42,6 +44,8 @@ def test_core_does_not_import_apps():
         m for m in result["loaded"] if m == "pyg_sphere.apps" or m.startswith("pyg_sphere.apps.")
     ]
     assert not apps, f"the core imports {apps}"
+    # The training engine (the [train] extra) is the applications' business only.
+    assert not result["engines"], f"the core imports {result['engines']}"
 
 
 def imports_argparse(path: Path) -> bool:
