@@ -24,15 +24,32 @@ def check_int(name: str, value, minimum: Optional[int] = None) -> int:
     return int(value)
 
 
-def check_positive(name: str, value) -> float:
-    """Returns :obj:`value` as a :obj:`float`; raises unless it is finite and positive."""
+def check_positive(name: str, value, *, allow_zero: bool = False, hint: str = "") -> float:
+    """Returns :obj:`value` as a :obj:`float`; raises unless it is finite and positive (or
+    zero, with :obj:`allow_zero`). :obj:`hint` says what the number is, in the error."""
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
-        or not (math.isfinite(value) and value > 0)
+        or not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0))
     ):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        kind = "non-negative" if allow_zero else "positive"
+        hint = f" ({hint})" if hint else ""
+        raise ValueError(f"{name} must be a {kind} finite number{hint}, got {value!r}")
     return float(value)
+
+
+def as_float_array(x, name: str, ndim: int, layout: str = "") -> np.ndarray:
+    """:obj:`x` (array-like or tensor) as a float64 numpy array of :obj:`ndim` dimensions with
+    finite values; :obj:`layout` names the expected shape in the error, e.g. ``"[n, d]"``."""
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != ndim:
+        layout = layout or f"{ndim}-dimensional"
+        raise ValueError(f"{name} must be {layout}, got shape {list(x.shape)}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values; remove those samples")
+    return x
 
 
 def check_choice(name: str, value, choices: Sequence):

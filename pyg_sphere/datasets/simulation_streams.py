@@ -55,8 +55,6 @@ several realisations.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Iterator, Mapping, Optional, Sequence
 
 import healpy as hp
@@ -174,16 +172,9 @@ def _check_patches(patches, order: int) -> np.ndarray:
 
 
 def _check_noise(noise) -> float:
-    if (
-        isinstance(noise, bool)
-        or not isinstance(noise, numbers.Real)
-        or not (math.isfinite(noise) and noise >= 0)
-    ):
-        raise ValueError(
-            f"noise must be a non-negative finite number (the noise std in units of "
-            f"noise_scale), got {noise!r}"
-        )
-    return float(noise)
+    return check_positive(
+        "noise", noise, allow_zero=True, hint="the noise std in units of noise_scale"
+    )
 
 
 def _process_options(nside, order, lmax, smoothing_arcmin, gaussian) -> tuple:

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from .._validate import check_ell_bins, check_positive
+from .._validate import as_float_array, check_ell_bins, check_positive
 
 __all__ = [
     "fisher_matrix",
@@ -36,19 +36,8 @@ __all__ = [
 ]
 
 
-def _as_float_array(x, name: str, ndim: int) -> np.ndarray:
-    if hasattr(x, "detach"):  # a torch tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return x
-
-
 def _check_square(fisher) -> np.ndarray:
-    fisher = _as_float_array(fisher, "fisher", 2)
+    fisher = as_float_array(fisher, "fisher", 2)
     if fisher.shape[0] != fisher.shape[1] or fisher.shape[0] == 0:
         raise ValueError(f"fisher must be a square [p, p] matrix, got shape {fisher.shape}")
     return fisher
@@ -88,10 +77,10 @@ def fisher_matrix(fiducial, plus, minus, step, hartlap: bool = True) -> np.ndarr
         >>> bool(np.allclose(fisher_matrix(fid, plus, minus, step), np.eye(2), atol=0.1))
         True
     """
-    fiducial = _as_float_array(fiducial, "fiducial", 2)
-    plus = _as_float_array(plus, "plus", 3)
-    minus = _as_float_array(minus, "minus", 3)
-    step = _as_float_array(np.atleast_1d(step), "step", 1)
+    fiducial = as_float_array(fiducial, "fiducial", 2)
+    plus = as_float_array(plus, "plus", 3)
+    minus = as_float_array(minus, "minus", 3)
+    step = as_float_array(np.atleast_1d(step), "step", 1)
     n, d = fiducial.shape
     p = len(step)
     if plus.shape != minus.shape:
@@ -238,12 +227,12 @@ def gaussian_cl_fisher(cl_derivatives, cl, noise_cl=0.0, f_sky: float = 1.0, bin
         >>> bool(np.isclose(f[0, 0], sum((2 * l + 1) / 2 for l in range(2, 101))))
         True
     """
-    dcl = _as_float_array(np.atleast_2d(cl_derivatives), "cl_derivatives", 2)
-    cl = _as_float_array(cl, "cl", 1)
+    dcl = as_float_array(np.atleast_2d(cl_derivatives), "cl_derivatives", 2)
+    cl = as_float_array(cl, "cl", 1)
     lmax = len(cl) - 1
     if dcl.shape[1] != lmax + 1:
         raise ValueError(f"cl_derivatives must be [p, {lmax + 1}] like cl, got {dcl.shape}")
-    noise = np.broadcast_to(_as_float_array(np.atleast_1d(noise_cl), "noise_cl", 1), cl.shape)
+    noise = np.broadcast_to(as_float_array(np.atleast_1d(noise_cl), "noise_cl", 1), cl.shape)
     f_sky = check_positive("f_sky", f_sky)
     if f_sky > 1:
         raise ValueError(f"f_sky must be in (0, 1], got {f_sky}")

@@ -22,7 +22,6 @@ training step:
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Optional, Sequence, Union
 
 import torch
@@ -220,15 +219,9 @@ def fisher_information_loss(
         >>> loss.shape, model.weight.grad.shape
         (torch.Size([]), torch.Size([1, 5]))
     """
-    if (
-        isinstance(regularization, bool)
-        or not isinstance(regularization, numbers.Real)
-        or not (math.isfinite(regularization) and regularization >= 0)
-    ):
-        raise ValueError(
-            f"regularization must be a finite number >= 0 (0 turns the covariance regulariser "
-            f"off), got {regularization!r}"
-        )
+    check_positive(
+        "regularization", regularization, allow_zero=True, hint="0 turns the regulariser off"
+    )
     if closeness is not None:
         closeness = check_positive("closeness (None for a constant strength)", closeness)
         if regularization > 0 and regularization <= 1 - closeness / (1 + closeness):

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._validate import check_int, check_positive
+from .._validate import as_float_array, check_int, check_positive
 
 __all__ = ["NeuralPosterior", "expected_coverage"]
 
@@ -446,8 +446,8 @@ def expected_coverage(
     """
     import tarp  # an optional dependency: pyg_sphere[inference]
 
-    samples = _as_numpy(samples, "samples", 3, "[S, m, p] (samples, simulations, parameters)")
-    theta_true = _as_numpy(theta_true, "theta_true", 2, "[m, p]")
+    samples = as_float_array(samples, "samples", 3, "[S, m, p] (samples, simulations, parameters)")
+    theta_true = as_float_array(theta_true, "theta_true", 2, "[m, p]")
     num_samples, m, p = samples.shape
     if theta_true.shape != (m, p):
         raise ValueError(
@@ -493,14 +493,3 @@ def expected_coverage(
     # ecp is the cumulative distribution of the credibility of the true parameters, at bin
     # edges that span their observed range; outside it the distribution is 0 or 1.
     return {a: float(np.interp(a, alpha, ecp, left=0.0, right=1.0)) for a in levels}
-
-
-def _as_numpy(x, name: str, ndim: int, layout: str) -> np.ndarray:
-    if isinstance(x, Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != ndim:
-        raise ValueError(f"{name} must be {layout}, got shape {list(x.shape)}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values; remove those simulations")
-    return x

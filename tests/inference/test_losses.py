@@ -274,7 +274,7 @@ def test_a_singular_or_overflowing_fisher_matrix_raises_instead_of_returning_nan
 
 def test_bad_regularisation_settings_are_refused():
     fid, plus, minus, step = random_batch()
-    with pytest.raises(ValueError, match="regularization must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="regularization must be a non-negative finite number"):
         fisher_information_loss(fid, plus, minus, step, regularization=-1.0)
     with pytest.raises(ValueError, match="closeness=None for a constant strength"):
         fisher_information_loss(fid, plus, minus, step, regularization=0.5)
