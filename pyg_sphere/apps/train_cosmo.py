@@ -351,7 +351,12 @@ _RESUME_KEYS = (
 
 def _check_resume(ckpt: dict, args, model: torch.nn.Module, dataset: ConvergenceMaps) -> None:
     """Refuses to resume a checkpoint of other options, model or data, saying what differs."""
-    old = ckpt["hyper_parameters"].get("run_options") or {}
+    old = ckpt["hyper_parameters"].get("run_options")
+    if not isinstance(old, dict):
+        raise ValueError(
+            "--resume needs a checkpoint of pyg-sphere-train-cosmo; this one is of another task "
+            f"({', '.join(sorted(ckpt['hyper_parameters']))}): use another --out"
+        )
     diff = [
         f"--{k.replace('_', '-')} {old[k]!r} -> {_norm(getattr(args, k))!r}"
         for k in _RESUME_KEYS

@@ -130,6 +130,13 @@ def test_bad_input(data_dir, tmp_path, capsys):
         other_data = ConvergenceMaps(data_dir, nside=nside, order=order, log=False)
         with pytest.raises(ValueError, match=what):
             check_compatible(ckpt["hyper_parameters"]["model_config"], other_data)
+    # A checkpoint of another task (a summary network of parameter inference).
+    from pyg_sphere.apps.compressors import FisherCompressor
+
+    other_task = FisherCompressor(ckpt["hyper_parameters"]["model_config"], [0.02, 0.02])
+    torch.save({**ckpt, "hyper_parameters": dict(other_task.hparams)}, tmp_path / "last.ckpt")
+    with pytest.raises(ValueError, match="another task"):
+        fit(data_dir, tmp_path, "--epochs", "2", "--no-figures", "--resume")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         fit(data_dir, tmp_path / "empty", "--epochs", "1", "--resume")
     # Patches too small for the number of poolings; on the command line, a one-line error.
