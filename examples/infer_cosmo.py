@@ -31,7 +31,7 @@ stopped. At the end it prints the table and writes the page ``--docs`` and its f
 
     python examples/infer_cosmo.py --threads 2     # the documented run, docs/inference.md
     python examples/infer_cosmo.py --nside 16 --n-fisher 8 --n-val 4 --n-prior 16 \\
-        --n-observed 24 --train-maps 4 --epochs-first 1 --epochs 1 --noise 0 2 \\
+        --n-observed 24 --train-maps 4 --epochs-first 1 --epochs 1 --hybrid-epochs 1 --noise 0 2 \\
         --channels 8 16 --out /tmp/infer --docs /tmp/infer/page.md
     python examples/infer_cosmo.py --accelerator gpu --nside 256 ...   # on a GPU
 
@@ -98,12 +98,13 @@ def parse_args(argv=None):
     p.add_argument("--noise", type=float, nargs="+", default=[0.0, 1.0, 2.0])
     p.add_argument("--n-fisher", type=int, default=80, help="evaluation Fisher realisations")
     p.add_argument("--n-val", type=int, default=20, help="validation Fisher realisations")
-    p.add_argument("--n-prior", type=int, default=400, help="prior maps for the posteriors")
+    p.add_argument("--n-prior", type=int, default=800, help="prior maps for the posteriors")
     p.add_argument("--n-observed", type=int, default=300, help="held-out prior maps (coverage)")
     p.add_argument("--train-maps", type=int, default=16, help="fresh realisations per epoch")
-    p.add_argument("--epochs-first", type=int, default=30, help="epochs of the first network")
-    p.add_argument("--epochs", type=int, default=15, help="epochs of each warm-started network")
+    p.add_argument("--epochs-first", type=int, default=60, help="epochs of the first network")
+    p.add_argument("--epochs", type=int, default=40, help="epochs of each warm-started network")
     p.add_argument("--batch-size", type=int, default=32, help="Fisher items per step")
+    p.add_argument("--hybrid-epochs", type=int, default=15, help="epochs of each hybrid")
     p.add_argument(
         "--hybrid-batch-size",
         type=int,
@@ -111,6 +112,9 @@ def parse_args(argv=None):
         help="items per step of the hybrid (its batch covariance has 2 + 25 components)",
     )
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument(
+        "--hybrid-lr", type=float, default=3e-4, help="learning rate of the warm-started hybrid"
+    )
     p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 32])
     p.add_argument("--outputs", type=int, default=2, help="DeepSphere summary components")
     p.add_argument("--pool", choices=("max", "mean"), default="mean")
@@ -208,11 +212,14 @@ def train_network(name, sets, args, scale, init, log, features=None, arrays=None
             feature_whitening=torch.as_tensor(np.linalg.inv(chol)),
         )
         train, val = WithFeatures(train, features), WithFeatures(val, features)
-    module = FisherCompressor(model.config, STEPS, input_scale=scale, lr=args.lr, **extra)
+    lr = args.lr if features is None else args.hybrid_lr
+    module = FisherCompressor(model.config, STEPS, input_scale=scale, lr=lr, **extra)
     if init:
         state = torch.load(init, map_location="cpu", weights_only=False)["state_dict"]
         module.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-    epochs = args.epochs if init else args.epochs_first
+    epochs = (
+        args.hybrid_epochs if features is not None else args.epochs if init else args.epochs_first
+    )
     trainer = make_trainer(
         out, max_epochs=epochs, monitor=module.monitor, quiet=True, accelerator=args.accelerator
     )
@@ -532,7 +539,9 @@ python examples/infer_cosmo.py {" ".join(argv)}
   {args.n_val} realisations.
 - **Hybrid**: the same network with PS + histogram appended (whitened by their validation
   covariance), the Fisher information of the whole vector maximised, started from the
-  DeepSphere network of its noise level.
+  DeepSphere network of its noise level: {args.hybrid_epochs} epochs at learning rate
+  {args.hybrid_lr:g}, batches of {args.hybrid_batch_size} (its covariance has 2 + 25
+  components).
 - Maps: shifted lognormal fields (and Gaussian ones for the sanity rows), nside {args.nside},
   patches of order {args.order} ({12 * args.order**2} per map,
   {(args.nside // args.order) ** 2} pixels). Noise: white, std = noise × the std of the

@@ -608,9 +608,11 @@ class PriorStream(_SimulationStream):
     shares its parameters. See the module documentation for seeding, workers and epochs, and
     :class:`FisherStream` for the arguments they share.
 
+    ``nside``, ``order``, ``patches``, ``gaussian``, ``smoothing_arcmin``, ``noise``,
+    ``lmax``, ``seed``, ``num_maps``, ``evaluation``, ``epoch``, ``shuffle_buffer`` and
+    ``shard`` are as in :class:`FisherStream`.
+
     Args:
-        nside, order, patches, gaussian, smoothing_arcmin, noise, lmax, seed, num_maps,
-            evaluation, epoch, shuffle_buffer, shard: As in :class:`FisherStream`.
         box (dict): ``{'omega_m': (low, high), 'sigma_8': (low, high)}``. (default:
             :data:`~pyg_sphere.datasets.PRIOR_BOX`)
         sampling (str): ``'uniform'`` or ``'latin'`` (training maps). (default: ``'uniform'``)

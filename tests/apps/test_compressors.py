@@ -133,10 +133,14 @@ def test_posterior_compressor_vmim(tmp_path):
         lr=3e-3,
         flow_options={"transforms": 1},
     )
-    trainer = make_trainer(str(tmp_path), max_epochs=3, monitor=module.monitor, quiet=True)
+    trainer = make_trainer(
+        str(tmp_path), max_epochs=3, monitor=module.monitor, mode=module.monitor_mode, quiet=True
+    )
     trainer.fit(module, datamodule=StreamDataModule(train, val, batch_size=32))
     losses = [h["val_loss"] for h in module.history]
     assert all(math.isfinite(v) for v in losses) and min(losses) < losses[0]
+    best = torch.load(best_checkpoint(trainer), weights_only=False)
+    assert best["history"][-1]["val_loss"] == min(losses)  # the lowest validation loss
     rebuilt = PosteriorCompressor.load_from_checkpoint(best_checkpoint(trainer)).eval()
     with torch.no_grad():
         s = rebuilt(torch.randn(2, model.num_nodes, 1) * 0.01)
@@ -152,7 +156,8 @@ def test_inference_workflow_tiny(tmp_path):
     spec.loader.exec_module(infer)
     argv = (
         "--nside 16 --n-fisher 8 --n-val 4 --n-prior 16 --n-observed 24 --train-maps 4 "
-        "--epochs-first 1 --epochs 1 --noise 0 2 --channels 8 16 --hybrid-batch-size 48 "
+        "--epochs-first 1 --epochs 1 --hybrid-epochs 1 --noise 0 2 --channels 8 16 "
+        "--hybrid-batch-size 48 "
         f"--bootstrap 10 --samples 100 --threads 1 --workers 0 --out {tmp_path / 'run'} "
         f"--docs {tmp_path / 'page.md'}"
     ).split()
