@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import healpy as hp
+import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -49,6 +51,7 @@ def test_every_example_is_tested():
         "measure_equivariance.py",
         "reproduce_paper.py",
         "infer_cosmo.py",
+        "train_deepsphere.py",
     }
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
@@ -124,6 +127,45 @@ def test_classify_cosmologies(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert f"{metrics['test_acc']:.4f}" == match.group(2)
     assert "DeepSphere(" in out
+
+
+def printed_test_accuracy(stdout):
+    match = re.search(r"Test accuracy \(best epoch, val ([\d.]+)\): ([\d.]+)$", stdout, re.M)
+    assert match, stdout
+    return float(match.group(2))
+
+
+TINY = ["--nside", 16, "--order", 1, "--channels", 8, 16, "--batch-size", 16]
+
+
+def test_train_deepsphere(tmp_path):
+    # The default path: maps simulated into a temporary folder, the twin task.
+    out = run_example("train_deepsphere.py", *TINY, "--n-per-class", 5, "--epochs", 1, cwd=tmp_path)
+    assert "DeepSphere(" in out and re.search(r"^Epoch: 01, Loss: [\d.]+, Val: [\d.]+", out, re.M)
+    assert 0 <= printed_test_accuracy(out) <= 1
+    assert not list(tmp_path.iterdir())  # nothing left behind
+
+
+def test_train_deepsphere_learns(tmp_path):
+    # A --data-dir with a manifest is read, not simulated into: white-noise maps whose classes
+    # differ by their amplitude (the labels 3 and 7 are the classes 0 and 1), which a few
+    # epochs separate.
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows, files = ["file,label,split"], {"manifest.csv"}
+    for label, amplitude in ((3, 1.0), (7, 2.0)):
+        for i, split in enumerate(["train"] * 4 + ["val", "test"]):
+            files.add(name := f"m{label}_{i}.fits")
+            m = amplitude * rng.standard_normal(12 * 16**2)
+            hp.write_map(str(raw / name), m, dtype=np.float64)
+            rows.append(f"{name},{label},{split}")
+    (raw / "manifest.csv").write_text("\n".join(rows) + "\n")
+    args = [*TINY, "--epochs", 6, "--noise", 0.2, "--lr", 1e-2, "--data-dir", tmp_path / "data"]
+    out = run_example("train_deepsphere.py", *args, cwd=tmp_path)
+    assert "{'train': 96, 'val': 24, 'test': 24}" in out
+    assert printed_test_accuracy(out) >= 0.9
+    assert {p.name for p in raw.iterdir()} == files  # nothing simulated
 
 
 @pytest.mark.slow
