@@ -120,7 +120,7 @@ def test_classify_cosmologies(tmp_path):
         tmp_path / "run",
         cwd=tmp_path,
     )
-    match = re.search(r"recomputed from best.pt: ([\d.]+) \(train_cosmo reported ([\d.]+)\)", out)
+    match = re.search(r"recomputed from best.ckpt: ([\d.]+) \(train_cosmo reported ([\d.]+)\)", out)
     assert match, out
     # The checkpoint rebuilt without the training options classifies the test set the same.
     assert match.group(1) == match.group(2)
@@ -218,9 +218,9 @@ def test_reproduce_paper(tmp_path):
         for key in ("order2_noise0", "order2_noise2", "order1_noise0", "order1_noise2")
     }
     assert inits["order2_noise0"] is None
-    assert inits["order2_noise2"].endswith(os.path.join("order2_noise0", "best.pt"))
-    assert inits["order1_noise0"].endswith(os.path.join("order2_noise0", "best.pt"))
-    assert inits["order1_noise2"].endswith(os.path.join("order1_noise0", "best.pt"))
+    assert inits["order2_noise2"].endswith(os.path.join("order2_noise0", "best.ckpt"))
+    assert inits["order1_noise0"].endswith(os.path.join("order2_noise0", "best.ckpt"))
+    assert inits["order1_noise2"].endswith(os.path.join("order1_noise0", "best.ckpt"))
 
     text = (tmp_path / "docs" / "results.md").read_text()
     rows = table_rows(text, ("1", "2"))
@@ -250,40 +250,64 @@ def test_reproduce_paper(tmp_path):
 
 
 def test_infer_cosmo(tmp_path):
-    args = ["--nside", 16, "--n-prior", 24, "--n-fisher", 12, "--epochs", 1, "--epochs-first", 1]
-    args += ["--noise", 0, 2]
-    args += ["--bootstrap", 20, "--threads", 1, "--data-dir", tmp_path / "data"]
-    args += ["--out", tmp_path / "run", "--docs", tmp_path / "page.md"]
+    """The inference workflow end to end at nside 16: every summary's forecast, the
+    posteriors and their coverage, the page and its figure; reruns resume."""
+    args = "--nside 16 --n-fisher 8 --n-val 4 --n-prior 16 --n-observed 24 --train-maps 4"
+    args += " --epochs-first 1 --epochs 1 --hybrid-epochs 1 --noise 0 2 --channels 8 16"
+    args = args.split() + ["--hybrid-batch-size", 48, "--bootstrap", 10, "--samples", 100]
+    args += ["--threads", 1, "--workers", 0, "--out", tmp_path / "run"]
+    args += ["--docs", tmp_path / "page.md"]
     out = run_example("infer_cosmo.py", *args, cwd=tmp_path)
     state = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert set(state["levels"]) == {"lognormal|0", "lognormal|2", "gaussian|0"}
-    summaries = ("power spectrum", "histogram", "peaks", "power spectrum + peaks", "DeepSphere")
-    assert tuple(state["levels"]["lognormal|2"]["summaries"]) == summaries[:4] + ("DeepSphere",)
+    assert list(state["levels"]) == ["lognormal|0", "lognormal|2", "gaussian|0"]
+    summaries = (
+        "power spectrum",
+        "histogram",
+        "peaks",
+        "PS + histogram",
+        "PS + peaks",
+        "PS + histogram + peaks",
+        "DeepSphere",
+        "hybrid",
+    )
+    assert tuple(state["levels"]["lognormal|2"]["summaries"]) == summaries
     assert tuple(state["levels"]["gaussian|0"]["summaries"]) == ("power spectrum", "DeepSphere")
     rows = table_rows(out, ("lognormal", "gaussian"))
-    assert len(rows) == 2 * 5 + 2
+    assert len(rows) == 2 * 8 + 2
     for row in rows:
         r = state["levels"][f"{row[0]}|{row[1]}"]["summaries"][row[2]]
         assert row[5].startswith(f"{r['fom']:.0f} ")
         assert float(row[3].split()[0]) == pytest.approx(r["sigma"][0], abs=1e-4)
         assert r["fom"] > 0 and all(s > 0 for s in r["sigma"])
+        has_posterior = row[2] in ("power spectrum", "PS + histogram", "DeepSphere", "hybrid")
+        assert ("posterior" in r) == has_posterior == (row[8] != "—")
+        if has_posterior:
+            coverage = r["posterior"]["coverage"]
+            assert float(row[8]) == pytest.approx(coverage["0.68"], abs=0.005)
+            assert 0 <= coverage["0.68"] <= coverage["0.95"] <= 1
     # noise costs information for the power spectrum
     ps = [state["levels"][f"lognormal|{n}"]["summaries"]["power spectrum"]["fom"] for n in (0, 2)]
     assert ps[0] > ps[1]
-    assert "Sanity, Gaussian maps" in out and "goal" in out
+    # the Gaussian rows' reference: mode counting on the patch
+    modes = state["levels"]["gaussian|0"]["mode_counting"]
+    assert modes["every multipole"]["fom"] >= modes["PS bins"]["fom"] > 0
+    assert "Gaussian maps, noise 0: DeepSphere / PS" in out and "coverage" in out
     page = (tmp_path / "page.md").read_text()
-    assert "python examples/infer_cosmo.py --nside 16" in page and "| lognormal | 2 |" in page
-    assert (tmp_path / "page_ellipses.png").read_bytes()[:8] == PNG
+    assert (
+        "python examples/infer_cosmo.py --nside 16" in page and "| lognormal | 2 | hybrid |" in page
+    )
+    assert "## Sanity check: Gaussian maps" in page
+    assert (tmp_path / "inference_posteriors.png").read_bytes()[:8] == PNG
 
-    # A second run finds every level in results.json and trains nothing again.
+    # A second run finds every setting in results.json and trains nothing again.
     again = run_example("infer_cosmo.py", *args, cwd=tmp_path)
-    assert "resuming: 3 levels" in again and "epoch" not in again
+    assert "resuming: 3 settings" in again and "epochs of" not in again
     assert json.loads((tmp_path / "run" / "results.json").read_text())["levels"] == state["levels"]
-    # Without the levels, the summaries are computed again and the trained networks reused:
+    # Without the settings, the summaries are computed again and the trained networks reused:
     # the same figures, no training.
     (tmp_path / "run" / "results.json").write_text(json.dumps(dict(state, levels={})))
     third = run_example("infer_cosmo.py", *args, cwd=tmp_path)
-    assert "trained earlier" in third and "epoch" not in third
+    assert "trained earlier" in third and "epochs of" not in third
     redone = json.loads((tmp_path / "run" / "results.json").read_text())["levels"]
     for key, level in state["levels"].items():
         for name, r in level["summaries"].items():
