@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from pyg_sphere.apps.engine import build_model, pl
+from pyg_sphere.apps.engine import build_model, pl, seed_step
 from pyg_sphere.inference import NeuralPosterior, fisher_information_loss, summary_fisher
 
 __all__ = ["WithFeatures", "StreamDataModule", "FisherCompressor", "PosteriorCompressor"]
@@ -148,8 +148,7 @@ class _Compressor(pl.LightningModule):
         self._train_losses = []
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        key = (self.hparams.seed, self.current_epoch, self.global_rank, batch_idx)
-        torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+        seed_step(self, batch_idx)
 
     def _record(self, loss: torch.Tensor) -> None:
         self._train_losses.append(float(loss.detach()))

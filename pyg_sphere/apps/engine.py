@@ -51,6 +51,8 @@ from pyg_sphere.nn import models
 
 __all__ = [
     "EpochSeededItems",
+    "seed_of",
+    "seed_step",
     "build_model",
     "MapClassifier",
     "SharedGraphDataModule",
@@ -81,6 +83,19 @@ def build_model(model_class: str, model_config: dict) -> torch.nn.Module:
     return cls.from_config(model_config)
 
 
+def seed_of(*key: int) -> int:
+    """A torch seed that depends only on :obj:`key` (e.g. seed, epoch, rank, step)."""
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0])
+
+
+def seed_step(module: pl.LightningModule, batch_idx: int) -> None:
+    """Seeds torch for a training step from ``(seed, epoch, rank, step)``: the randomness of
+    a step (dropout, ...) then does not depend on how many loader iterators Lightning made
+    before it, and a run resumed from a checkpoint continues exactly."""
+    key = (module.hparams.seed, module.current_epoch, module.global_rank, batch_idx)
+    torch.manual_seed(seed_of(*key))
+
+
 class EpochSeededItems(Dataset):
     """A dataset whose items draw their randomness (e.g. fresh noise from
     :class:`~pyg_sphere.transforms.AddGaussianNoise`, which uses torch's global generator) from
@@ -97,9 +112,8 @@ class EpochSeededItems(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        key = (self.seed, self.epoch, int(index))
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+            torch.manual_seed(seed_of(self.seed, self.epoch, index))
             return self.dataset[index]
 
 
@@ -220,10 +234,7 @@ class MapClassifier(pl.LightningModule):
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        # Randomness of a step (dropout, ...) depends on (seed, epoch, rank, step) only, not on
-        # how many loader iterators Lightning made before it: a resumed run continues exactly.
-        key = (self.hparams.seed, self.current_epoch, self.global_rank, batch_idx)
-        torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+        seed_step(self, batch_idx)
 
     def on_validation_epoch_end(self) -> None:
         val = self._compute("val")
