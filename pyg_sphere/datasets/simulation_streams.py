@@ -55,6 +55,7 @@ several realisations.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Iterator, Mapping, Optional, Sequence
 
 import healpy as hp
@@ -400,8 +401,9 @@ class _SimulationStream(IterableDataset):
     def _setup(self) -> None:
         """Per-process tables of a stream (after ``_maps`` is built)."""
 
+    @abstractmethod
     def _realisation_items(self, j: int) -> Iterator[dict]:
-        raise NotImplementedError
+        """The items of realisation ``j`` of the current epoch, in patch order."""
 
     def _describe(self) -> str:
         mode = "evaluation" if self.evaluation else f"epoch={self.epoch}"
