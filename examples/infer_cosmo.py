@@ -623,11 +623,12 @@ error of the same summary:
 
 ## What a GPU run would change
 
-Training is {r["train_seconds"] / 60:.0f} of the {r["seconds"] / 60:.0f} minutes here. With
-`--accelerator gpu` the networks train on the GPU; the same budget then buys larger maps
-(nside 256-1024), more realisations per epoch and longer training, where the non-Gaussian
-small-scale information that the network can find and the histogram cannot grows. The
-simulations and the classical summaries (healpy's transforms) stay on the CPU.
+Training is {r["train_seconds"] / 60:.0f} of the {r["seconds"] / 60:.0f} minutes here, on one
+CPU thread with one simulating worker. `--accelerator gpu` trains the networks on a GPU; the
+same wall time then buys more fresh realisations per epoch, more epochs and larger maps
+(`--nside`), which this run could not afford. The simulations (healpy's transforms), the
+classical summaries and the posteriors' flows stay on the CPU; with more CPU cores, more
+`--workers` simulate in parallel.
 """
     with open(path + ".part", "w") as f:
         f.write(text)
@@ -694,6 +695,16 @@ def reading(results: dict) -> str:
     )
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return names[0] if names else platform.machine()
+    except OSError:
+        return platform.machine()
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -742,8 +753,9 @@ def main(argv=None):
     results["train_seconds"] = sum(v["train_seconds"] for v in levels)
     results["seconds"] = sum(v["seconds"] for v in levels)
     results["machine"] = (
-        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{args.threads} threads, {args.workers} simulating worker(s)"
+        f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} "
+        f"torch thread(s), {args.workers} simulating worker(s), "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
     print()
     print(table(results))
