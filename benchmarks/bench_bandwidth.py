@@ -1,7 +1,7 @@
 """Achieved memory bandwidth of the CSR sparse-dense product that SphericalChebConv runs.
 
 The product is Y = L~ X with L~ the cached rescaled Laplacian of the full-sphere k=8 graph (CSR,
-float32 values) and X [N, C] float32, through the same call as the layer (``_sparse._mm``: the
+float32 values) and X [N, C] float32, through the same call as the layer (``_mm``: the
 generic ``torch.sparse.mm`` below 32 columns, the CSR ``'sum'`` kernel from 32). Its traffic is
 counted with a compulsory-traffic model:
 
@@ -28,7 +28,8 @@ import time
 import torch
 
 import pyg_sphere
-from pyg_sphere.nn import _sparse
+from pyg_sphere.nn import ChebyshevOperator
+from pyg_sphere.nn.conv.chebyshev_operator import _mm
 
 COPY_BYTES = 1 << 30
 
@@ -68,16 +69,8 @@ def main():
     ops = {}
     for nside in args.nsides:
         g = pyg_sphere.healpix_graph(nside)
-        op = _sparse.cheb_operator(
-            g.edge_index,
-            g.edge_weight,
-            g.num_nodes,
-            "sym",
-            (g.lambda_max,),
-            torch.float32,
-            torch.device("cpu"),
-        )
-        m = op.matrix
+        op = ChebyshevOperator(g.edge_index, g.edge_weight, g.num_nodes, lambda_max=g.lambda_max)
+        m = op.matrix  # the whole matrix, diagonal included
         matrix_bytes = nbytes(m.values()) + nbytes(m.col_indices()) + nbytes(m.crow_indices())
         ops[nside] = (m, matrix_bytes)
         print(
@@ -97,11 +90,11 @@ def main():
             for c in args.columns:
                 x = torch.rand(n, c)
                 moved = matrix_bytes + 2 * n * c * 4
-                _sparse._mm(m, x)  # warm-up
+                _mm(m, x)  # warm-up
                 dst.copy_(src)
                 t_mm, t_copy = [], []
                 for _ in range(args.repeats):
-                    t_mm.append(seconds(lambda: _sparse._mm(m, x)))
+                    t_mm.append(seconds(lambda: _mm(m, x)))
                     t_copy.append(seconds(lambda: dst.copy_(src)))
                 mm, cp = statistics.median(t_mm), statistics.median(t_copy)
                 bw_mm, bw_copy = moved / mm / 1e9, 2 * COPY_BYTES / cp / 1e9
@@ -117,7 +110,7 @@ def main():
 
 def compare_kernels(ops, args):
     """Both CPU kernels on the same inputs, interleaved: the CSR 'sum' reduction and the
-    generic torch.sparse.mm, which _sparse._mm picks between by the number of columns."""
+    generic torch.sparse.mm, which _mm picks between by the number of columns."""
     print(f"kernels, {torch.get_num_threads()} thread(s): ms, medians of {args.repeats}")
     print(f"{'nside':>5} {'C':>4} {'sum ms':>9} {'generic ms':>10} {'sum/generic':>11}")
     for nside, (m, _) in ops.items():

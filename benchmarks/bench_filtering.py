@@ -115,9 +115,9 @@ def run(nsides, repeats):
 
 
 def _clear():
-    from pyg_sphere.nn import _sparse
+    from pyg_sphere import cache
 
-    _sparse.clear_cache()
+    cache.clear()
 
 
 def slopes(rows, key):

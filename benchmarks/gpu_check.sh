@@ -27,7 +27,7 @@ print('torch', torch.__version__, '| PyG', torch_geometric.__version__, '| healp
 
 echo "== CUDA tests"
 timeout 60 $PY -m pytest -q -p no:cacheprovider -o addopts="" tests/test_cuda.py \
-    tests/nn/test_sparse.py -k "cuda or CUDA"
+    tests/nn/conv/test_chebyshev_operator.py -k "cuda or CUDA"
 
 echo "== Scale on the GPU (fresh process per row; graphs built on the CPU)"
 timeout 120 $PY benchmarks/bench_scale.py --device cuda --nsides 1024 --what conv coo chebconv train \

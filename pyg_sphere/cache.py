@@ -1,10 +1,12 @@
 """Every cache of pyg_sphere, in one place: inspect them with :func:`info`, empty them with
 :func:`clear`, bound them with :func:`set_limit`.
 
-pyg_sphere remembers what is expensive to rebuild and cheap to keep: HEALPix graphs
-(:func:`~pyg_sphere.healpix_graph`, by their arguments), the Chebyshev operators of
-:class:`~pyg_sphere.nn.SphericalChebConv` and the coarse graphs of pooling (by the identity of
-the graph tensors they come from), and a few small tables. Every cache is bounded by memory,
+pyg_sphere remembers what is expensive to rebuild and cheap to keep, always by value: HEALPix
+graphs (:func:`~pyg_sphere.healpix_graph`, by their arguments), the k-NN search trees, and a few
+tables (spectra, quadrature nodes). Nothing is keyed by the identity of a tensor: what a layer
+needs to know about a graph travels with the objects the user holds (the
+:class:`~pyg_sphere.nn.ChebyshevOperator` of a graph, kept by the models or by a layer with
+``cached=True``). Every cache is bounded by memory,
 not by entry count: a cache evicts its least recently used entries once the bytes of its
 tensors and arrays exceed its limit, but always keeps the entry it just stored (a single graph
 larger than the limit is still built only once while it is in use). So the 48 small graphs of
@@ -12,10 +14,6 @@ order-2 patches all stay cached, while a few nside-1024 graphs cannot exhaust me
 
 Default limits: :data:`DEFAULT_LARGE_LIMIT` (a quarter of the machine's physical memory) for
 the caches of graphs and operators, :data:`DEFAULT_SMALL_LIMIT` (64 MiB) for the others.
-
-Caches keyed on tensor identity (operators, coarse graphs) hold weak references to those
-tensors and drop an entry as soon as one of them is freed; their keys include each tensor's
-version counter, so a tensor modified in place never meets a stale entry.
 
 Example:
     >>> import pyg_sphere
@@ -32,11 +30,9 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import threading
-import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Hashable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Hashable, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -74,11 +70,9 @@ class CacheInfo(NamedTuple):
     limit: int
 
 
-def nbytes(value: Any, shared: Sequence[Optional[Tensor]] = ()) -> int:
-    """Approximate memory held by a cached value: its tensors and arrays, recursively, less
-    the storage of the tensors :obj:`shared` (which the caller holds anyway: the key tensors
-    of an :class:`IdentityMemo`, whose storage a value may share)."""
-    seen = {("storage", t.untyped_storage().data_ptr(), t.device) for t in shared if t is not None}
+def nbytes(value: Any) -> int:
+    """Approximate memory held by a cached value: its tensors and arrays, recursively."""
+    seen = set()
 
     def walk(v) -> int:
         if isinstance(v, Tensor):
@@ -132,13 +126,13 @@ class _Cache:
             self._entries.move_to_end(key)
             return entry
 
-    def _store(self, key, value, extra=(), shared=()):
-        size = nbytes(value, shared)
+    def _store(self, key, value):
+        size = nbytes(value)
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._size -= old[1]
-            self._entries[key] = (value, size) + tuple(extra)
+            self._entries[key] = (value, size)
             self._size += size
             self._evict()
 
@@ -146,12 +140,6 @@ class _Cache:
         while self._size > self.limit and len(self._entries) > 1:
             _, entry = self._entries.popitem(last=False)
             self._size -= entry[1]
-
-    def _discard(self, key):
-        with self._lock:
-            entry = self._entries.pop(key, None)
-            if entry is not None:
-                self._size -= entry[1]
 
     def clear(self):
         with self._lock:
@@ -194,58 +182,6 @@ class Memo(_Cache):
         self._store(key, value)
 
 
-class _Uncacheable(Exception):
-    pass
-
-
-def _tensor_key(t: Optional[Tensor]):
-    if t is None:
-        return None
-    if t.is_inference():  # no version counter: an in-place change could not be seen
-        raise _Uncacheable
-    return (id(t), t._version, t.data_ptr(), tuple(t.shape), t.dtype, t.device)
-
-
-class IdentityMemo(_Cache):
-    """A cache keyed on the identity of tensors (and a hashable :obj:`extra`).
-
-    The key holds each tensor's ``id``, version counter, data pointer, shape, dtype and device;
-    the entry holds weak references to the tensors and is dropped as soon as one of them is
-    freed, before its ``id`` can be reused. Inference tensors carry no version counter: with
-    those, nothing is cached.
-    """
-
-    def get(self, tensors: Sequence[Optional[Tensor]], extra: Hashable, build: Callable[[], Any]):
-        try:
-            key = (tuple(_tensor_key(t) for t in tensors), extra)
-        except _Uncacheable:
-            return build()
-        entry = self._lookup(key)
-        if entry is not None:
-            return entry[0]
-        value = build()
-        drop = functools.partial(_drop, weakref.ref(self), key)
-        refs = tuple(None if t is None else weakref.ref(t, drop) for t in tensors)
-        self._store(key, value, extra=(refs,), shared=tensors)
-        return value
-
-    def peek(self, tensors: Sequence[Optional[Tensor]], extra: Hashable = ()):
-        """The value cached for these tensors, or :obj:`None`; counts as a hit or a miss."""
-        try:
-            key = (tuple(_tensor_key(t) for t in tensors), extra)
-        except _Uncacheable:
-            return None
-        entry = self._lookup(key)
-        return None if entry is None else entry[0]
-
-
-def _drop(cache_ref, key, _dead_ref):
-    # Runs while a key tensor is freed; the cache itself may be gone (interpreter exit).
-    cache = cache_ref()
-    if cache is not None and sys is not None:
-        cache._discard(key)
-
-
 _REGISTRY: Dict[str, _Cache] = {}
 
 
@@ -261,11 +197,6 @@ def register(cache: _Cache) -> _Cache:
 def memo(name: str, limit: int = DEFAULT_SMALL_LIMIT) -> Memo:
     """A new registered :class:`Memo`."""
     return register(Memo(name, limit))  # type: ignore[return-value]
-
-
-def identity_memo(name: str, limit: int = DEFAULT_SMALL_LIMIT) -> IdentityMemo:
-    """A new registered :class:`IdentityMemo`."""
-    return register(IdentityMemo(name, limit))  # type: ignore[return-value]
 
 
 def memoize(name: str, limit: int = DEFAULT_SMALL_LIMIT):

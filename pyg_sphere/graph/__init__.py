@@ -9,7 +9,7 @@ from .hierarchy import (
     is_closed_hierarchy,
     nested_patches,
 )
-from .laplacian import estimate_lambda_max
+from .laplacian import Laplacian, estimate_lambda_max, laplacian, laplacian_matrix
 
 __all__ = [
     "healpix_graph",
@@ -20,4 +20,7 @@ __all__ = [
     "coarsen_graph",
     "healpix_hierarchy",
     "estimate_lambda_max",
+    "laplacian",
+    "laplacian_matrix",
+    "Laplacian",
 ]

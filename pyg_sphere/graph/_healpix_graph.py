@@ -10,7 +10,6 @@ from typing import Optional
 import healpy as hp
 import numpy as np
 import torch
-from torch import Tensor
 from torch_geometric.data import Data
 
 from .. import cache
@@ -37,31 +36,6 @@ _FORMAT_VERSION = 4
 
 # Graphs by their arguments (bounded by bytes; see pyg_sphere.cache).
 _GRAPHS = cache.memo("graph", cache.DEFAULT_LARGE_LIMIT)
-# What a layer given only edge_index (and edge_weight) can learn of the graph handed out that
-# owns them, by their identity: its node count (to refuse features with more rows than the
-# graph has nodes) and its lambda_max (not to estimate it again).
-_NUM_NODES = cache.identity_memo("graph_num_nodes")
-_LAMBDA_MAX = cache.identity_memo("graph_lambda_max")
-# And that its edge list is sorted by source, coalesced, without self loops and symmetric.
-_CANONICAL = cache.identity_memo("graph_canonical")
-
-
-def registered_num_nodes(edge_index: Tensor) -> Optional[int]:
-    """The node count of the :func:`healpix_graph` that owns :obj:`edge_index` (the very
-    tensor, not a copy), or :obj:`None` if it comes from elsewhere."""
-    return _NUM_NODES.peek((edge_index,))
-
-
-def is_canonical_graph(edge_index: Tensor, edge_weight: Optional[Tensor]) -> bool:
-    """Whether these very tensors are those of a :func:`healpix_graph`: sorted by source
-    node, coalesced, symmetric (weights included) and without self loops."""
-    return edge_weight is not None and bool(_CANONICAL.peek((edge_index, edge_weight)))
-
-
-def registered_lambda_max(edge_index: Tensor, edge_weight: Optional[Tensor]) -> Optional[float]:
-    """The :obj:`lambda_max` (normalized Laplacian) of the :func:`healpix_graph` that owns
-    these very tensors, or :obj:`None`."""
-    return None if edge_weight is None else _LAMBDA_MAX.peek((edge_index, edge_weight))
 
 
 def _v1_mean_d2(nside: int) -> float:
@@ -448,8 +422,7 @@ def graph_memory(
     :obj:`index_dtype` and float32 weights for about ``num_neighbors + 0.6`` edges per node
     after symmetrisation, float32 positions, int64 pixel ids) and what is left of the build's
     temporaries when it is complete (the neighbour lists are handed back as the edge list
-    fills): the build peaks at 1.07 (nside 1024) and 1.02 (nside 2048) times the Data above the
-    interpreter's memory."""
+    fills), with a margin; the measured peaks are in ``docs/benchmarks.md``."""
     n = 12 * nside**2 if num_nodes is None else num_nodes
     index_bytes = torch.iinfo(index_dtype).bits // 8
     data = n * ((num_neighbors + 0.6) * (2 * index_bytes + 4) + 20)
@@ -547,11 +520,10 @@ def healpix_graph(
         index_dtype (torch.dtype): :obj:`torch.int64` (PyG's convention) or
             :obj:`torch.int32` for :obj:`edge_index`. 32-bit indices take 64 of the 180 bytes
             per pixel of a full-sphere graph off the :obj:`Data`, and
-            :class:`~pyg_sphere.nn.SphericalChebConv` then shares :obj:`edge_index[1]` as the
-            column indices of its operator (32 bytes per pixel less): one
-            ``SphericalChebConv(1, 16, K=5, recompute=True)`` forward+backward on a full-sphere
-            nside-2048 map then peaks at 14.8 GiB (``docs/benchmarks.md``). Coarsened graphs
-            keep the index type. int64 is PyG's convention: a layer or utility that expects it
+            :class:`~pyg_sphere.nn.ChebyshevOperator` then shares :obj:`edge_index[1]` as the
+            column indices of its operator (32 bytes per pixel less; the memory at nside 2048
+            is in ``docs/benchmarks.md``). Coarsened graphs keep the index type. int64 is PyG's
+            convention: a layer or utility that expects it
             gets :obj:`edge_index.long()`. (default: :obj:`torch.int64`)
 
     Returns:
@@ -631,10 +603,6 @@ def healpix_graph(
         if path is not None:
             _save(path, data)
     _GRAPHS.put(key, data)
-    _NUM_NODES.get((data.edge_index,), (), lambda: data.num_nodes)
-    _CANONICAL.get((data.edge_index, data.edge_weight), (), lambda: True)
-    if "lambda_max" in data:
-        _LAMBDA_MAX.get((data.edge_index, data.edge_weight), (), lambda: data.lambda_max)
     data = copy.copy(data)
     if not lambda_max and "lambda_max" in data:  # the same output whatever the cache holds
         del data.lambda_max

@@ -97,7 +97,11 @@ def test_graphs_without_edges_and_tiny_graphs():
     single = healpix_graph(4, [5])
     assert single.lambda_max == 0.0
     pair = pyg_sphere.healpix_graph(1, [0, 1], num_neighbors=1, kernel_width=0.5)
-    assert pair.lambda_max == pytest.approx(LAMBDA_MAX_MARGIN * true_lambda_max(pair))
+    assert pair.num_edges == 0 and pair.lambda_max == 0.0  # edgeless: K = 1 only
+    # A tiny graph with edges and an isolated node: the exact value times the margin.
+    tiny = pyg_sphere.healpix_graph(1, [0, 4, 10], num_neighbors=1, kernel_width=0.5)
+    assert tiny.num_edges > 0 and bool((torch.bincount(tiny.edge_index[0], minlength=3) == 0).any())
+    assert tiny.lambda_max == pytest.approx(LAMBDA_MAX_MARGIN * true_lambda_max(tiny))
 
 
 def test_symmetric_graphs_reach_their_largest_eigenvalue():

@@ -1,11 +1,13 @@
-"""The split operator of healpix graphs (off-diagonal CSR plus diagonal) against dense oracles."""
+"""The split layout of the operator of healpix graphs (off-diagonal CSR plus diagonal) against
+dense oracles."""
 
 import pytest
 import torch
 from torch_geometric.utils import get_laplacian, to_dense_adj
 
 import pyg_sphere
-from pyg_sphere.nn import SphericalChebConv, _sparse
+from pyg_sphere.nn import ChebyshevOperator, SphericalChebConv
+from pyg_sphere.nn.conv._chebyshev import chebyshev_basis
 
 CPU = torch.device("cpu")
 
@@ -32,10 +34,15 @@ GRAPHS = {
 def test_products_match_the_dense_operator(name, normalization, dtype):
     graph = GRAPHS[name]()
     lam = 1.7 if normalization == "sym" else 40.0
-    op = _sparse.cheb_operator(
-        graph.edge_index, graph.edge_weight, graph.num_nodes, normalization, (lam,), dtype, CPU
+    op = ChebyshevOperator(
+        graph.edge_index,
+        graph.edge_weight,
+        graph.num_nodes,
+        normalization=normalization,
+        lambda_max=lam,
+        dtype=dtype,
     )
-    assert op.diagonal is not None and op.symmetric  # the split form, not the general one
+    assert op.layout == "split" and op.symmetric  # not the general form
     # One number with the normalized Laplacian; the degrees (which vary) without.
     assert isinstance(op.diagonal, float) == (normalization == "sym")
     dense = dense_scaled_laplacian(graph, normalization, lam)
@@ -55,11 +62,16 @@ def test_products_match_the_dense_operator(name, normalization, dtype):
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_chebyshev_basis_gradients(name):
     graph = GRAPHS[name]()
-    op = _sparse.cheb_operator(
-        graph.edge_index, graph.edge_weight, graph.num_nodes, "sym", (1.7,), torch.float64, CPU
+    op = ChebyshevOperator(
+        graph.edge_index,
+        graph.edge_weight,
+        graph.num_nodes,
+        normalization="sym",
+        lambda_max=1.7,
+        dtype=torch.float64,
     )
     x = torch.randn(graph.num_nodes, 2, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: _sparse.chebyshev_basis(op, x, 4), (x,))
+    assert torch.autograd.gradcheck(lambda x: chebyshev_basis(op, x, 4), (x,))
     # The terms against the dense recursion.
     dense = dense_scaled_laplacian(graph, "sym", 1.7)
     flat = x.detach().reshape(graph.num_nodes, -1)
@@ -67,7 +79,7 @@ def test_chebyshev_basis_gradients(name):
     for _ in range(2, 4):
         terms.append(2 * dense @ terms[-1] - terms[-2])
     expected = torch.stack([t.view(graph.num_nodes, 2, 3) for t in terms], dim=2)
-    torch.testing.assert_close(_sparse.chebyshev_basis(op, x.detach(), 4), expected)
+    torch.testing.assert_close(chebyshev_basis(op, x.detach(), 4), expected)
 
 
 @pytest.mark.parametrize("normalization", ["sym", None])
@@ -106,16 +118,20 @@ def test_int32_graph_shares_its_columns_and_filters_alike(name):
     assert small.edge_index.dtype == torch.int32
     assert torch.equal(small.edge_index.long(), graph.edge_index)
     assert torch.equal(small.edge_weight, graph.edge_weight)
-    op = _sparse.cheb_operator(
-        small.edge_index, small.edge_weight, small.num_nodes, "sym", (1.7,), torch.float32, CPU
+    op = ChebyshevOperator(
+        small.edge_index,
+        small.edge_weight,
+        small.num_nodes,
+        normalization="sym",
+        lambda_max=1.7,
+        dtype=torch.float32,
     )
     # The operator's column indices are the graph's edge_index[1], not a copy ...
     columns = op.off_diagonal.col_indices()
     assert columns.data_ptr() == small.edge_index[1].data_ptr()
-    # ... and the cache does not count them: 4 bytes per edge less than with int64 indices.
-    from pyg_sphere import cache
-
-    assert cache.nbytes(op, shared=(small.edge_index,)) == cache.nbytes(op) - 8 * small.num_edges
+    # ... and the operator does not count them: 4 bytes per edge less than with int64 ones.
+    wide = ChebyshevOperator(graph.edge_index, graph.edge_weight, graph.num_nodes, lambda_max=1.7)
+    assert op.nbytes == wide.nbytes - 4 * small.num_edges
     torch.testing.assert_close(
         op.matrix.to_dense().double(),
         dense_scaled_laplacian(graph, "sym", 1.7),

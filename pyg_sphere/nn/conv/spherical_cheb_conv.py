@@ -9,7 +9,10 @@ from torch_geometric.nn.dense.linear import Linear, is_uninitialized_parameter
 from torch_geometric.nn.inits import zeros
 from torch_geometric.typing import OptTensor
 
-from .. import _sparse
+from ...graph.laplacian import check_normalization, rescaled_laplacian
+from .._values import check_input
+from ._chebyshev import chebyshev_basis, chebyshev_filter
+from .chebyshev_operator import ChebyshevOperator, check_graph_size, lambda_max_values
 
 
 class SphericalChebConv(MessagePassing):
@@ -32,24 +35,29 @@ class SphericalChebConv(MessagePassing):
 
     - :math:`\lambda_{\max}` defaults to the graph's largest eigenvalue (the
       :obj:`lambda_max` that :func:`pyg_sphere.healpix_graph` stores, passed to
-      :meth:`forward`, or estimated once per graph) rather than the bound 2, which leaves part of
-      :math:`[-1, 1]` unused (20% on the full-sphere k=8 graph, 13-15% on patches).
-      :obj:`lambda_max=2.0` gives :class:`ChebConv`'s operator for the :obj:`"sym"` and
-      :obj:`"rw"` normalizations.
-    - :math:`\tilde{L}` is built once per graph as a CSR matrix and cached (see below), and all
-      maps of a batch are filtered by one sparse-dense product per order: :obj:`x` of shape
-      :math:`[B, N, F]` (maps sharing one graph) is folded to :math:`[N, B \cdot F]`. The K
-      weight matrices are applied by a single matrix product.
+      :meth:`forward`, or estimated) rather than the bound 2, which leaves part of
+      :math:`[-1, 1]` unused. :obj:`lambda_max=2.0` gives :class:`ChebConv`'s operator for
+      the :obj:`"sym"` and :obj:`"rw"` normalizations.
+    - :math:`\tilde{L}` is a :class:`ChebyshevOperator` (a CSR matrix; on CPU, for the
+      graphs of :func:`~pyg_sphere.healpix_graph`, its off-diagonal part with the diagonal
+      apart), and all maps of a batch are filtered by one sparse-dense product per order:
+      :obj:`x` of shape :math:`[B, N, F]` (maps sharing one graph) is folded to
+      :math:`[N, B \cdot F]`. The K weight matrices are applied by a single matrix product.
+    - Features holding UNSEEN (:data:`healpy.UNSEEN`), NaN or infinite values are refused in
+      training mode (:attr:`input_check`), as the DeepSphere models refuse them.
+
+    The operator is built from :obj:`edge_index` and :obj:`edge_weight` at every call (a few
+    linear passes over the edges), unless :meth:`forward` is given one
+    (:obj:`conv(x, operator)`: build it once per graph and share it between layers, as the
+    DeepSphere models do) or the layer keeps its own (:obj:`cached=True`, as in
+    :class:`~torch_geometric.nn.GCNConv`: for a graph that does not change; dropped by
+    :meth:`reset_parameters`, rebuilt for another device or dtype). :attr:`operator` shows the
+    kept one and its :attr:`~ChebyshevOperator.layout`.
 
     The gather-scatter :meth:`message` path of :class:`~torch_geometric.nn.MessagePassing` is
     used instead (same result) when :obj:`fused=False`, when :obj:`edge_weight` requires
-    gradients, or when an explainer or a propagate/message hook is attached to the layer.
-
-    The cache of operators is keyed on the identity and version counter of :obj:`edge_index`,
-    :obj:`edge_weight` (and :obj:`batch` with per-graph :math:`\lambda_{\max}`), on the node
-    count, device, dtype, normalization and :math:`\lambda_{\max}`: another graph, a weight
-    modified in place, or another dtype never reuse a stale operator. Graph tensors are
-    expected to be reused across calls (as those of :func:`pyg_sphere.healpix_graph` are).
+    gradients, or under an explainer. Hooks on :meth:`propagate`, :meth:`message` and
+    :meth:`aggregate` run only on that path: set :obj:`fused=False` to use them.
 
     Args:
         in_channels (int): Size of each input sample, or :obj:`-1` to derive it from the
@@ -62,12 +70,16 @@ class SphericalChebConv(MessagePassing):
             :obj:`None` (:math:`D - A`). (default: :obj:`"sym"`)
         lambda_max (float or str, optional): :math:`\lambda_{\max}` used when :meth:`forward`
             is not given one: a float, or :obj:`"auto"` to estimate it once per graph with
-            :func:`pyg_sphere.graph.estimate_lambda_max` (for a disjoint batch without per-graph
+            :func:`pyg_sphere.graph.estimate_lambda_max` (hundreds of sparse products, at
+            every call unless :obj:`cached=True`; for a disjoint batch without per-graph
             values, the largest over its graphs). A :obj:`lambda_max` passed to
             :meth:`forward` always takes precedence. (default: :obj:`"auto"`)
         bias (bool, optional): If :obj:`False`, no additive bias. (default: :obj:`True`)
         fused (bool, optional): If :obj:`False`, always use the message-passing path.
             (default: :obj:`True`)
+        cached (bool, optional): If :obj:`True`, the layer keeps the operator of the graph of
+            its first call and reuses it; a graph with another node or edge count is then
+            refused. (default: :obj:`False`)
         recompute (bool, optional): If :obj:`True`, the :math:`K` Chebyshev terms are not
             kept from the forward to the backward pass but computed again there, one at a
             time: :math:`K B F_{in}` floats less per node held for autograd (5x the input at
@@ -81,7 +93,7 @@ class SphericalChebConv(MessagePassing):
         - **input:**
           node features :math:`(|\mathcal{V}|, F_{in})` (one graph or a disjoint batch) or
           :math:`(B, |\mathcal{V}|, F_{in})` (:math:`B` maps on one graph),
-          edge indices :math:`(2, |\mathcal{E}|)`,
+          edge indices :math:`(2, |\mathcal{E}|)` or a :class:`ChebyshevOperator`,
           edge weights :math:`(|\mathcal{E}|)` *(optional)*,
           batch vector :math:`(|\mathcal{V}|)` *(optional)*,
           :obj:`lambda_max`: float or :math:`(|\mathcal{G}|)` *(optional)*
@@ -111,6 +123,7 @@ class SphericalChebConv(MessagePassing):
         lambda_max: Union[float, str] = "auto",
         bias: bool = True,
         fused: bool = True,
+        cached: bool = False,
         recompute: bool = False,
         **kwargs,
     ):
@@ -120,7 +133,7 @@ class SphericalChebConv(MessagePassing):
             raise ValueError(
                 f"K (number of Chebyshev coefficients) must be an integer >= 1, got {K!r}"
             )
-        self.normalization = _sparse.check_normalization(normalization)
+        self.normalization = check_normalization(normalization)
         if isinstance(lambda_max, str):
             if lambda_max != "auto":
                 raise ValueError(
@@ -128,12 +141,14 @@ class SphericalChebConv(MessagePassing):
                 )
         else:
             lambda_max = float(lambda_max)
-            _sparse.lambda_max_key(lambda_max)  # checks it is positive and finite
+            lambda_max_values(lambda_max)  # checks it is positive and finite
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.K = K
         self.lambda_max = lambda_max
         self.fused = fused
+        self.cached = bool(cached)
+        self.operator: Optional[ChebyshevOperator] = None
         self.recompute = bool(recompute)
         self.lins = torch.nn.ModuleList(
             [
@@ -149,6 +164,7 @@ class SphericalChebConv(MessagePassing):
 
     def reset_parameters(self):
         super().reset_parameters()
+        self.operator = None
         for lin in self.lins:
             lin.reset_parameters()
         zeros(self.bias)
@@ -156,7 +172,7 @@ class SphericalChebConv(MessagePassing):
     def forward(
         self,
         x: Tensor,
-        edge_index: Tensor,
+        edge_index: Union[Tensor, ChebyshevOperator],
         edge_weight: OptTensor = None,
         batch: OptTensor = None,
         lambda_max: Optional[Union[float, Tensor]] = None,
@@ -165,9 +181,9 @@ class SphericalChebConv(MessagePassing):
 
         Args:
             x (torch.Tensor): Node features :math:`[N, F_{in}]` or :math:`[B, N, F_{in}]`.
-            edge_index (torch.Tensor): Graph edges :math:`[2, E]`, int64 or int32 (a
-                :func:`~pyg_sphere.healpix_graph` with ``index_dtype=torch.int32``, whose
-                ``edge_index[1]`` the layer's operator shares).
+            edge_index (torch.Tensor or ChebyshevOperator): Graph edges :math:`[2, E]`,
+                int64 or int32, or the graph's operator (which carries its weights and
+                :math:`\\lambda_{\\max}`: then pass nothing else).
             edge_weight (torch.Tensor, optional): Edge weights :math:`[E]`.
             batch (torch.Tensor, optional): Graph of each node :math:`[N]`, needed with
                 per-graph :obj:`lambda_max`.
@@ -180,10 +196,14 @@ class SphericalChebConv(MessagePassing):
                 f"x must be a tensor [N, F] or [B, N, F], got "
                 f"{tuple(x.shape) if isinstance(x, Tensor) else type(x)}"
             )
-        if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.size(0) != 2:
+        operator = edge_index if isinstance(edge_index, ChebyshevOperator) else None
+        if operator is None and (
+            not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.size(0) != 2
+        ):
             got = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else edge_index
             raise ValueError(
-                f"edge_index must be a tensor [2, E] of node indices, got {got}"
+                f"edge_index must be a tensor [2, E] of node indices or a ChebyshevOperator, "
+                f"got {got}"
                 + (
                     ": items of pyg_sphere.datasets.ConvergenceMaps carry their graph only with "
                     "attach_graph=True (for PyG's DataLoader); with SharedGraphLoader, pass "
@@ -193,22 +213,31 @@ class SphericalChebConv(MessagePassing):
                 )
             )
         self._check_dtype(x)
+        check_input(self, x, "; conv.input_check = 'never' skips this check")
         num_nodes = x.size(-2)
         if batch is not None and batch.numel() != num_nodes:
             raise ValueError(
                 f"batch has {batch.numel()} entries but x has {num_nodes} nodes "
                 f"(x must be [N, F] or [B, N, F])"
             )
-        _sparse.check_node_count(edge_index, num_nodes)
-        # T_0 = I: with K = 1 the filter does not depend on the spectrum's scale.
-        lam = (
-            None
-            if self.K == 1
-            else self._resolve_lambda_max(edge_index, edge_weight, num_nodes, lambda_max)
-        )
-        if self._use_message_path(edge_weight):
+        if operator is not None:
+            self._check_operator(operator, x, edge_weight, batch, lambda_max)
+        if self.K > 1 and self._use_message_path(edge_weight, operator):
+            if operator is not None:
+                edge_index, edge_weight = operator.edge_index, operator.edge_weight
+                lam = operator.lambda_max
+            else:
+                check_graph_size(edge_index, num_nodes)
+                lam = self._lambda_max(edge_index, edge_weight, num_nodes, lambda_max)
             return self._forward_message(x, edge_index, edge_weight, batch, lam)
-        return self._forward_fused(x, edge_index, edge_weight, batch, lam)
+        if self.K > 1 and operator is None:  # T_0 = I: K = 1 needs no operator
+            operator = self._operator(x, edge_index, edge_weight, batch, lambda_max)
+        return self._forward_fused(x, operator)
+
+    #: When :meth:`forward` refuses UNSEEN (:data:`healpy.UNSEEN`) and non-finite features, as
+    #: the models do: ``"train"`` (in training mode, the default), ``"always"`` or ``"never"``.
+    #: One pass over :obj:`x` (``docs/benchmarks.md``).
+    input_check: str = "train"
 
     def _check_dtype(self, x: Tensor) -> None:
         if not x.is_floating_point():
@@ -225,7 +254,29 @@ class SphericalChebConv(MessagePassing):
                 f"under torch.autocast"
             )
 
-    def _resolve_lambda_max(self, edge_index, edge_weight, num_nodes, lambda_max):
+    def _check_operator(self, operator, x, edge_weight, batch, lambda_max) -> None:
+        if edge_weight is not None or lambda_max is not None:
+            raise ValueError(
+                "an operator carries its graph's weights and lambda_max: call conv(x, operator) "
+                "without edge_weight or lambda_max"
+            )
+        if operator.normalization != self.normalization:
+            raise ValueError(
+                f"the operator has normalization={operator.normalization!r} but the layer "
+                f"{self.normalization!r}: build it with the layer's"
+            )
+        dtype = _compute_dtype(x)
+        if not operator.matches(x.size(-2), dtype, x.device):
+            raise ValueError(
+                f"the operator is for {operator.num_nodes} nodes in {operator.dtype} on "
+                f"{operator.device} but x has {x.size(-2)} nodes along its node dimension (-2) "
+                f"and is filtered in {dtype} on {x.device}: build the operator of x's graph "
+                f"with dtype={dtype} and device={x.device}"
+            )
+
+    def _lambda_max(self, edge_index, edge_weight, num_nodes, lambda_max, estimate=True):
+        """The given lambda_max, else the layer's value, else the estimate (or None, for the
+        operator to estimate once it has checked the graph)."""
         if lambda_max is None:
             lambda_max = self.lambda_max
         if isinstance(lambda_max, str):
@@ -236,33 +287,62 @@ class SphericalChebConv(MessagePassing):
                     f"(a per-pixel linear layer), a graph with edges, or pass "
                     f"lambda_max explicitly"
                 )
-            lambda_max = _sparse.estimated_lambda_max(
-                edge_index, edge_weight, num_nodes, self.normalization
-            )
-        return _sparse.lambda_max_key(lambda_max)
+            if not estimate:
+                return None
+            from ...graph import estimate_lambda_max
 
-    def _use_message_path(self, edge_weight: OptTensor) -> bool:
+            ew = None if edge_weight is None else edge_weight.detach()
+            lambda_max = estimate_lambda_max(edge_index, ew, num_nodes, self.normalization)
+        return lambda_max_values(lambda_max)
+
+    @torch.compiler.disable
+    def _operator(self, x, edge_index, edge_weight, batch, lambda_max) -> ChebyshevOperator:
+        """The operator of the graph for x: the kept one (cached=True) or a new one."""
+        num_nodes, dtype = x.size(-2), _compute_dtype(x)
+        kept = self.operator if self.cached else None
+        if kept is not None:
+            if kept.num_nodes != num_nodes or kept.num_edges != edge_index.size(1):
+                raise ValueError(
+                    f"the layer keeps (cached=True) the operator of a graph of {kept.num_nodes} "
+                    f"nodes and {kept.num_edges} edges, but this call's graph has {num_nodes} "
+                    f"nodes and {edge_index.size(1)} edges: use cached=False for graphs that "
+                    f"change, or call reset_parameters() to forget the kept one"
+                )
+            same_lambda = lambda_max is None or lambda_max_values(lambda_max) == kept.lambda_max
+            if same_lambda and kept.matches(num_nodes, dtype, x.device):
+                return kept
+            if lambda_max is None:
+                lambda_max = kept.lambda_max
+        lam = self._lambda_max(edge_index, edge_weight, num_nodes, lambda_max, estimate=False)
+        operator = ChebyshevOperator(
+            edge_index,
+            edge_weight,
+            num_nodes,
+            normalization=self.normalization,
+            lambda_max=lam,
+            batch=batch if lam is not None and len(lam) > 1 else None,
+            dtype=dtype,
+            device=x.device,
+        )
+        if self.cached:
+            self.operator = operator
+        return operator
+
+    def _use_message_path(self, edge_weight: OptTensor, operator) -> bool:
+        if operator is not None:
+            edge_weight = operator.edge_weight
         return (
             not self.fused
             or self.explain
             or (edge_weight is not None and edge_weight.requires_grad and torch.is_grad_enabled())
             or any(is_uninitialized_parameter(lin.weight) for lin in self.lins)
-            or self._has_message_hooks()
-        )
-
-    def _has_message_hooks(self) -> bool:
-        # The handles of the hooks registered through the public methods below; a removed
-        # hook is no longer in its handle's dictionary.
-        return any(
-            handle.id in (handle.hooks_dict_ref() or {})
-            for handle in self.__dict__.get("_hook_handles", ())
         )
 
     def _forward_message(self, x, edge_index, edge_weight, batch, lam) -> Tensor:
         Tx_0 = x
         out = self.lins[0](Tx_0)
         if len(self.lins) > 1:
-            edge_index, norm = _sparse.scaled_laplacian(
+            edge_index, norm = rescaled_laplacian(
                 edge_index, edge_weight, x.size(-2), self.normalization, lam, x.dtype, batch
             )
             Tx_1 = self.propagate(edge_index, x=x, norm=norm)
@@ -275,36 +355,25 @@ class SphericalChebConv(MessagePassing):
             out = out + self.bias
         return out
 
-    def _forward_fused(self, x, edge_index, edge_weight, batch, lam) -> Tensor:
+    def _forward_fused(self, x: Tensor, operator: Optional[ChebyshevOperator]) -> Tensor:
         # Maps on a shared graph are filtered together: [B, N, F] is handled as [N, B*F].
         nodes_first = x.unsqueeze(1) if x.dim() == 2 else x.transpose(0, 1)
         # One product with the K weight matrices side by side: [N*B, K*F_in] @ [K*F_in, F_out].
         weight = torch.cat([lin.weight for lin in self.lins], dim=1)
         n, b = nodes_first.shape[:2]
-        if (
+        if self.K == 1:
+            out = F.linear(nodes_first.reshape(n * b, -1), weight, self.bias)
+        elif (
             self.recompute
-            and self.K > 1
             and x.dtype not in _HALF_DTYPES
             and not torch.is_autocast_enabled(x.device.type)
         ):
-            out = _chebyshev_filter(
-                nodes_first,
-                edge_index,
-                edge_weight,
-                batch,
-                lam,
-                self.normalization,
-                self.K,
-                weight,
-                self.bias,
-            )
+            out = _filter(operator, nodes_first, self.K, weight, self.bias)
         else:
             if x.dtype in _HALF_DTYPES:
                 # Sparse kernels lack half precision (on CPU): filter in float32, then back.
                 nodes_first = nodes_first.float()
-            terms = _chebyshev_terms(
-                nodes_first, edge_index, edge_weight, batch, lam, self.normalization, self.K
-            )
+            terms = _terms(operator, nodes_first, self.K)
             if x.dtype in _HALF_DTYPES:
                 terms = terms.to(x.dtype)
             out = F.linear(terms.view(n * b, -1), weight, self.bias)
@@ -321,6 +390,7 @@ class SphericalChebConv(MessagePassing):
             f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
             f"K={self.K}, normalization={self.normalization}, "
             f"lambda_max={self.lambda_max}"
+            f"{', cached=True' if self.cached else ''}"
             f"{', recompute=True' if self.recompute else ''})"
         )
 
@@ -328,61 +398,21 @@ class SphericalChebConv(MessagePassing):
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def _tracking_hooks(name: str):
-    register_hook = getattr(MessagePassing, name)
-
-    def register(self, hook):
-        handle = register_hook(self, hook)
-        self.__dict__.setdefault("_hook_handles", []).append(handle)
-        return handle
-
-    register.__name__ = name
-    register.__doc__ = register_hook.__doc__
-    return register
-
-
-# Hooks on propagate/message/aggregate need the message-passing path: track them.
-for _name in (
-    "register_propagate_forward_pre_hook",
-    "register_propagate_forward_hook",
-    "register_message_forward_pre_hook",
-    "register_message_forward_hook",
-    "register_aggregate_forward_pre_hook",
-    "register_aggregate_forward_hook",
-):
-    setattr(SphericalChebConv, _name, _tracking_hooks(_name))
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype of the sparse products for x: half precision is filtered in float32."""
+    return torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
 
 
 @torch.compiler.disable
-def _chebyshev_terms(
-    x: Tensor,
-    edge_index: Tensor,
-    edge_weight: OptTensor,
-    batch: OptTensor,
-    lam,
-    normalization,
-    K: int,
-) -> Tensor:
+def _terms(operator: ChebyshevOperator, x: Tensor, K: int) -> Tensor:
     """The K Chebyshev terms [N, B, K, F] of x [N, B, F]."""
-    if K == 1:
-        return x.unsqueeze(2).contiguous()
-    op = _chebyshev_operator(x, edge_index, edge_weight, batch, lam, normalization)
     # The sparse products run in x's precision: autocast would cast them to half precision,
     # which the sparse kernels lack; the weights' product after them still autocasts.
     with torch.autocast(x.device.type, enabled=False):
-        return _sparse.chebyshev_basis(op, x, K)
+        return chebyshev_basis(operator, x, K)
 
 
 @torch.compiler.disable
-def _chebyshev_operator(x, edge_index, edge_weight, batch, lam, normalization):
-    """The cached operator of the graph for features x [N, B, F]."""
-    return _sparse.cheb_operator(
-        edge_index, edge_weight, x.size(0), normalization, lam, x.dtype, x.device, batch
-    )
-
-
-@torch.compiler.disable
-def _chebyshev_filter(x, edge_index, edge_weight, batch, lam, normalization, K, weight, bias):
+def _filter(operator: ChebyshevOperator, x: Tensor, K: int, weight: Tensor, bias) -> Tensor:
     """The whole filter [N B, F_out] of x [N, B, F], the terms recomputed in the backward."""
-    op = _chebyshev_operator(x, edge_index, edge_weight, batch, lam, normalization)
-    return _sparse.chebyshev_filter(op, x, K, weight, bias)
+    return chebyshev_filter(operator, x, K, weight, bias)

@@ -11,15 +11,8 @@ from ... import checkpoint
 from ..._validate import PixelsLike, as_pixels, check_channels, check_choice, check_int, check_nside
 from ...checkpoint import describe_region
 from ...graph import healpix_hierarchy, is_closed_hierarchy
-from ..conv import SphericalChebConv
-
-_UNSEEN_BELOW = -1e30
-
-
-def _moved(fn, t: Tensor) -> Tensor:
-    """:obj:`t` after :obj:`fn` (a function of ``Module._apply``), but in its own dtype."""
-    new = fn(t)
-    return new if new.dtype == t.dtype else t.to(new.device)
+from .._values import check_input
+from ..conv import ChebyshevOperator, SphericalChebConv
 
 
 class SphereModel(torch.nn.Module):
@@ -27,12 +20,14 @@ class SphereModel(torch.nn.Module):
 
     Subclasses call :meth:`_build_hierarchy` in their constructor and store their constructor
     arguments in :obj:`self._config`. The graphs of every resolution are built once
-    (:attr:`graphs`); they are not buffers but plain tensors that :meth:`to` and :meth:`cuda`
-    move like buffers (dtype conversions such as :meth:`half` leave them in float32). Being
-    outside the module's state, they are neither saved in checkpoints (the config rebuilds
-    them) nor broadcast in place by :class:`~torch.nn.parallel.DistributedDataParallel`, which
-    would bump their version counters and make every convolution rebuild its cached operator
-    at every step.
+    (:attr:`graphs`, on the CPU), and the model owns the :class:`~pyg_sphere.nn.
+    ChebyshevOperator` of each level (:attr:`operators`), which all its convolutions on that
+    level share: built at the first forward pass for the input's device and precision, and
+    again when these change (after :meth:`to`, :meth:`cuda` or :meth:`double`; half
+    precision is filtered in float32). Graphs and operators are not buffers: they are not
+    saved in checkpoints (the config rebuilds them), not broadcast at every step by
+    :class:`~torch.nn.parallel.DistributedDataParallel` (gigabytes on a large sphere), and not
+    rounded by :meth:`half`.
     """
 
     def _check_arguments(
@@ -85,19 +80,12 @@ class SphereModel(torch.nn.Module):
         # A single-pixel graph has no edges and lambda_max 0; any positive value gives a
         # valid Chebyshev filter of that pixel's value.
         self.lambda_max = [float(g.lambda_max) if g.lambda_max > 0 else 2.0 for g in graphs]
+        self._operators: Dict[int, ChebyshevOperator] = {}
         self._graph_tensors = {"pixels": graphs[0].pixels}
         for level, g in enumerate(graphs):
             self._graph_tensors[f"edge_index_{level}"] = g.edge_index
             self._graph_tensors[f"edge_weight_{level}"] = g.edge_weight
         return None if region is None else graphs[0].pixels.tolist()
-
-    def _apply(self, fn, *args, **kwargs):
-        module = super()._apply(fn, *args, **kwargs)
-        # The graphs follow the device, not the dtype: float32 weights carry all the precision
-        # that healpix_graph computed, and the convolutions build their operators in the
-        # features' precision from them (so .half() does not round the graph).
-        self._graph_tensors = {name: _moved(fn, t) for name, t in self._graph_tensors.items()}
-        return module
 
     @property
     def pixels(self) -> Tensor:
@@ -117,14 +105,36 @@ class SphereModel(torch.nn.Module):
             for level in range(self.levels + 1)
         ]
 
+    @property
+    def operators(self) -> Dict[int, ChebyshevOperator]:
+        """The operator of each level built so far (level: operator), for inspection: its
+        :attr:`~pyg_sphere.nn.ChebyshevOperator.layout`, dtype, device and memory."""
+        return dict(self._operators)
+
+    def _operator(self, level: int, x: Tensor, normalization) -> ChebyshevOperator:
+        """The operator of a level for features x, built once per device and precision."""
+        dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        op = self._operators.get(level)
+        if (
+            op is None
+            or not op.matches(self.num_nodes // 4**level, dtype, x.device)
+            or op.normalization != normalization
+        ):
+            t = self._graph_tensors
+            op = ChebyshevOperator(
+                t[f"edge_index_{level}"].to(x.device),
+                t[f"edge_weight_{level}"].to(x.device),
+                self.num_nodes // 4**level,
+                normalization=normalization,
+                lambda_max=self.lambda_max[level],
+                dtype=dtype,
+                device=x.device,
+            )
+            self._operators[level] = op
+        return op
+
     def _conv(self, conv: SphericalChebConv, x: Tensor, level: int) -> Tensor:
-        t = self._graph_tensors
-        return conv(
-            x,
-            t[f"edge_index_{level}"],
-            t[f"edge_weight_{level}"],
-            lambda_max=self.lambda_max[level],
-        )
+        return conv(x, self._operator(level, x, conv.normalization))
 
     def _region_text(self) -> str:
         return (
@@ -138,24 +148,15 @@ class SphereModel(torch.nn.Module):
     #: ``"never"``. The check is one pass over the input.
     input_check: str = "train"
 
+    def _check_inputs_once(self) -> None:
+        """The model checks its input (:attr:`input_check`): its layers need not check again.
+        Called at the end of the subclasses' constructors."""
+        for module in self.modules():
+            if isinstance(module, SphericalChebConv):
+                module.input_check = "never"
+
     def _check_values(self, x: Tensor, force: bool = False) -> None:
-        mode = self.input_check
-        if mode not in ("train", "always", "never"):
-            raise ValueError(f"input_check must be 'train', 'always' or 'never', got {mode!r}")
-        if not force and (mode == "never" or (mode == "train" and not self.training)):
-            return
-        finite = torch.isfinite(x)
-        # healpy.UNSEEN is -1.6375e30; no physical map value comes near -1e30.
-        unseen = x <= _UNSEEN_BELOW
-        if bool(finite.all()) and not bool(unseen.any()):
-            return
-        raise ValueError(
-            f"x holds {int(unseen.sum())} UNSEEN (healpy.UNSEEN, -1.6375e30) and "
-            f"{int((~finite).sum())} NaN or infinite values (x of shape {tuple(x.shape)}): set "
-            f"unobserved pixels to a value (e.g. 0 after removing the mean, as ConvergenceMaps "
-            f"does) and flag them in a second input channel, or restrict the region to observed "
-            f"pixels; model.input_check = 'never' skips this check"
-        )
+        check_input(self, x, "; model.input_check = 'never' skips this check", force)
 
     def _as_maps(self, x: Tensor, batch: Optional[Tensor]) -> Tensor:
         """:obj:`x` as maps on the model's region, [B, N, F] (a view where possible), after

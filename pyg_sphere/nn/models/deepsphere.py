@@ -128,6 +128,7 @@ class DeepSphere(SphereModel):
         else:
             coarse_nodes = self.num_nodes // 4**self.levels
             self.head = torch.nn.Linear(coarse_nodes * channels[-1], out_channels)
+        self._check_inputs_once()
 
     def reset_parameters(self):
         for module in self.modules():

@@ -113,6 +113,7 @@ class SphericalUNet(SphereModel):
         self.unpool = HealpixUnpool(mode="nearest")
         self.dropout = torch.nn.Dropout(dropout)
         self.head = torch.nn.Linear(channels[0], out_channels)
+        self._check_inputs_once()
 
     def reset_parameters(self):
         for module in self.modules():

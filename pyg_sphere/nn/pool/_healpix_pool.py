@@ -18,9 +18,9 @@ class HealpixPool(torch.nn.Module):
     :func:`pyg_sphere.close_hierarchy`) and for PyG batches of such graphs (each graph is
     pooled separately). Average pooling equals :func:`healpy.ud_grade` with
     :obj:`order_in='NEST'`. The coarser graph, for the next convolution, is
-    :func:`~pyg_sphere.nn.pool.healpix_pool_graph` (memoised: nothing is rebuilt from one step
-    to the next); :func:`~pyg_sphere.nn.pool.healpix_pool_data` pools a whole
-    :class:`~torch_geometric.data.Data` or :class:`~torch_geometric.data.Batch`.
+    :func:`~pyg_sphere.nn.pool.healpix_pool_graph` (graphs memoised by their parameters:
+    nothing is rebuilt from one step to the next); :func:`~pyg_sphere.nn.pool.healpix_pool_data`
+    pools a whole :class:`~torch_geometric.data.Data` or :class:`~torch_geometric.data.Batch`.
 
     Args:
         levels (int, optional): Number of nside halvings. (default: :obj:`1`)

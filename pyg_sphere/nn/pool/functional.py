@@ -24,7 +24,6 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
-from ... import cache
 from ..._validate import check_choice, check_levels
 from ...graph import coarsen_graph
 from ...graph._keys import GRAPH_KEYS, GRAPH_PARAMS
@@ -37,11 +36,6 @@ __all__ = [
     "healpix_pool_graph",
     "healpix_pool_data",
 ]
-
-# Batches of memoised coarse graphs, by the identity of those graphs' tensors.
-_COARSE_BATCHES = cache.identity_memo("coarse_batch", cache.DEFAULT_LARGE_LIMIT)
-# Coarse graphs moved to the device of the features they come with.
-_ON_DEVICE = cache.identity_memo("graph_on_device", cache.DEFAULT_LARGE_LIMIT)
 
 CLOSE_HINT = (
     "close the region first with pyg_sphere.close_hierarchy(pixels, levels) and "
@@ -266,9 +260,8 @@ def healpix_pool_graph(
     r"""The graph after :obj:`levels` poolings (a :class:`~torch_geometric.data.Batch` for a
     batch), on :obj:`device` (default: the graph's).
 
-    Memoised in :mod:`pyg_sphere.cache`: the same input graph (or the same sequence of graphs
-    in a batch) gives a shallow copy of the same tensors at every call, so the convolutions'
-    operator caches keep hitting.
+    The coarse graph of each graph comes from the ``'graph'`` cache of :mod:`pyg_sphere.cache`
+    (by its parameters and pixels); a batch's is collated at every call, as PyG collates.
 
     Example:
         >>> from pyg_sphere import healpix_graph
@@ -284,14 +277,9 @@ def healpix_pool_graph(
         coarse = coarsen_graph(graph, levels)
     else:
         _check_graph(graph, graph.num_nodes, levels, shared_maps=False)
-        graphs = _coarse_graphs(graph, levels)
-        # The memoised coarse graphs share their tensors across calls, so the batch of the
-        # same sequence of graphs is collated once.
-        coarse = _COARSE_BATCHES.get(
-            [c.edge_index for c in graphs], levels, lambda: Batch.from_data_list(graphs)
-        )
+        coarse = Batch.from_data_list(_coarse_graphs(graph, levels))
     if device is not None and coarse.edge_index.device != torch.device(device):
-        coarse = _ON_DEVICE.get([coarse.edge_index], device, lambda: coarse.to(device))
+        coarse = coarse.to(device)
     return copy.copy(coarse)
 
 

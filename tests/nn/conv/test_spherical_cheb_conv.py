@@ -6,7 +6,7 @@ from torch_geometric.nn import ChebConv
 
 import pyg_sphere
 from pyg_sphere.graph import estimate_lambda_max
-from pyg_sphere.nn import SphericalChebConv
+from pyg_sphere.nn import ChebyshevOperator, SphericalChebConv
 
 
 @pytest.fixture(scope="module")
@@ -198,12 +198,15 @@ def test_edge_weight_requiring_grad_uses_message_passing(graph):
     assert edge_weight.grad is not None and edge_weight.grad.abs().sum() > 0
 
 
-def test_hooks_and_explainers_see_messages(graph):
+def test_hooks_see_messages_on_the_message_path(graph):
     _, conv = pair(3, 4, 3)
     x = torch.randn(graph.num_nodes, 3)
     expected = conv(x, graph.edge_index, graph.edge_weight)
     seen = []
     handle = conv.register_message_forward_hook(lambda module, inputs, out: seen.append(out))
+    conv(x, graph.edge_index, graph.edge_weight)
+    assert seen == []  # the fused path has no messages: hooks need fused=False
+    conv.fused = False
     torch.testing.assert_close(
         conv(x, graph.edge_index, graph.edge_weight), expected, rtol=1e-5, atol=1e-5
     )
@@ -301,23 +304,31 @@ def test_repr():
 
 
 def test_node_counts_are_checked_both_ways():
+    from torch_geometric import EdgeIndex
+
     sphere = pyg_sphere.healpix_graph(8)
     region = pyg_sphere.healpix_graph(8, pixels=range(256))
     coarse = pyg_sphere.coarsen_graph(sphere)
     conv = SphericalChebConv(1, 2, K=3)
     x = torch.randn(sphere.num_nodes, 1)
-    # Features of the full sphere with the edges of a region or of the coarser level: refused.
+    # Features of the full sphere with the edges of a region or of the coarser level: refused
+    # where the graph says its size (a PyG EdgeIndex, an operator).
     for small in (region, coarse):
-        with pytest.raises(ValueError, match=f"belongs to a graph of {small.num_nodes} nodes"):
-            conv(x, small.edge_index, small.edge_weight)
-        with pytest.raises(ValueError, match="belongs to a graph"):
-            conv(x.expand(3, -1, -1), small.edge_index, small.edge_weight)
-    # Fewer rows than the graph's nodes: refused as before.
-    with pytest.raises(ValueError, match="belongs to a graph of 768 nodes"):
-        conv(x[:100], sphere.edge_index, sphere.edge_weight)
-    with pytest.raises(ValueError, match="refers to node"):  # not from healpix_graph
-        conv(x[:100], sphere.edge_index.clone(), sphere.edge_weight)
-    # The matching pairs work, through a PyG batch too (its edge_index is a new tensor).
+        sized = EdgeIndex(small.edge_index, sparse_size=(small.num_nodes, small.num_nodes))
+        for fused in (True, False):
+            conv.fused = fused
+            with pytest.raises(ValueError, match=f"belongs to a graph of {small.num_nodes} nodes"):
+                conv(x, sized, small.edge_weight)
+        conv.fused = True
+        op = ChebyshevOperator(small.edge_index, small.edge_weight, small.num_nodes)
+        with pytest.raises(ValueError, match=f"operator is for {small.num_nodes} nodes"):
+            conv(x.expand(3, -1, -1), op)
+    # Fewer rows than the graph's nodes: refused on both paths.
+    for fused in (True, False):
+        conv.fused = fused
+        with pytest.raises(ValueError, match="refers to node 767 but the graph has 100 nodes"):
+            conv(x[:100], sphere.edge_index, sphere.edge_weight)
+    # The matching pairs work, through a PyG batch too.
     assert conv(x[:256], region.edge_index, region.edge_weight).shape == (256, 2)
     batch = Batch.from_data_list([region, region])
     assert conv(torch.randn(512, 1), batch.edge_index, batch.edge_weight).shape == (512, 2)
