@@ -93,7 +93,13 @@ def seed_step(module: pl.LightningModule, batch_idx: int) -> None:
     a step (dropout, ...) then does not depend on how many loader iterators Lightning made
     before it, and a run resumed from a checkpoint continues exactly."""
     key = (module.hparams.seed, module.current_epoch, module.global_rank, batch_idx)
-    torch.manual_seed(seed_of(*key))
+    seed = seed_of(*key)
+    if module.device.type == "cpu":
+        # The CPU generator alone: torch.manual_seed also queues a seed for every accelerator
+        # backend, formatting a stack trace each time (measurable at every step).
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
 
 
 class EpochSeededItems(Dataset):
@@ -112,8 +118,10 @@ class EpochSeededItems(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
+        # Items are drawn on the CPU: its generator alone is seeded (torch.manual_seed would
+        # also queue a seed, with a stack trace, for every accelerator backend, at every item).
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed_of(self.seed, self.epoch, index))
+            torch.default_generator.manual_seed(seed_of(self.seed, self.epoch, index))
             return self.dataset[index]
 
 
