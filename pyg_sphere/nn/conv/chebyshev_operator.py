@@ -214,6 +214,23 @@ class ChebyshevOperator:
             matrix_t = matrix
         self.matrix, self.matrix_t = matrix, matrix_t
 
+    def __getstate__(self):
+        # Sparse CSR tensors cannot be pickled or deep-copied: their parts can.
+        return {
+            k: ("csr", v.crow_indices(), v.col_indices(), v.values(), v.size(0))
+            if isinstance(v, Tensor) and v.layout == torch.sparse_csr
+            else v
+            for k, v in self.__dict__.items()
+        }
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            if isinstance(v, tuple) and len(v) == 5 and v[0] == "csr":
+                v = _csr_tensor(*v[1:])
+            self.__dict__[k] = v
+        if self.__dict__.get("matrix_t") is not None and self.symmetric:
+            self.matrix_t = self.matrix  # one matrix again, not two copies
+
     def __getattr__(self, name):
         # The whole matrix of a split operator, for inspection only (the products use the
         # split form): built on first access.
