@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
-from pyg_sphere.datasets import ConvergenceMaps
-from pyg_sphere.datasets import convergence_maps as cm
+from pyg_sphere.datasets import ConvergenceMaps, _map_processing
 from pyg_sphere.datasets._manifest import SPLITS
 from pyg_sphere.transforms import AddGaussianNoise
 
@@ -170,8 +169,9 @@ def test_cached_then_reprocessed_when_raw_changes(tmp_path, monkeypatch):
     write_fits(tmp_path, "extra.fits", gaussian_map(99))
     with open(tmp_path / "raw" / "manifest.csv", "a") as f:
         f.write("extra.fits,0,0.31,0.82,train\n")
-    with pytest.warns(UserWarning, match="changed since it was processed"):
+    with pytest.warns(UserWarning, match="changed since it was processed") as record:
         grown = ConvergenceMaps(str(tmp_path), nside=8, order=1, log=False)
+    assert record[0].filename == __file__  # the warning names the caller's line
     assert calls == [1] and len(grown) == len(ds) + 12
 
 
@@ -182,7 +182,7 @@ def test_interrupted_process_leaves_nothing_valid(tmp_path, monkeypatch):
     (tmp_path / "processed" / os.path.basename(out) / "train.npy.part").write_bytes(b"junk")
 
     calls = []
-    original = cm._prepare_map
+    original = _map_processing.prepare_map
 
     def crash_on_third(*args, **kwargs):
         calls.append(1)
@@ -190,13 +190,13 @@ def test_interrupted_process_leaves_nothing_valid(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # like a user's Ctrl-C in the middle of processing
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(cm, "_prepare_map", crash_on_third)
+    monkeypatch.setattr(_map_processing, "prepare_map", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         ConvergenceMaps(str(tmp_path), nside=8, order=1, force_reload=True, log=False)
     assert not os.path.exists(os.path.join(out, "meta.json"))  # the old marker went first
     assert glob.glob(os.path.join(out, "*.part")) == []
 
-    monkeypatch.setattr(cm, "_prepare_map", original)
+    monkeypatch.setattr(_map_processing, "prepare_map", original)
     redone = ConvergenceMaps(str(tmp_path), nside=8, order=1, log=False)
     assert len(redone) == 24 and os.path.exists(os.path.join(out, "meta.json"))
     np.testing.assert_allclose(
@@ -440,6 +440,8 @@ def test_labels(tmp_path):
     assert subset.labels.tolist() == [1, 0, 0]
     shuffled = ds.shuffle()
     assert shuffled.labels.tolist() == [d.y.item() for d in shuffled]
+    for sliced in (ds[10:20], ds[::-1], ds[30:4:-3], ds[5:5]):  # subsets as ranges
+        assert sliced.labels.tolist() == [d.y.item() for d in sliced]
     with pytest.raises(AttributeError):
         ds.labels = torch.zeros(48, dtype=torch.long)
 
@@ -452,9 +454,8 @@ def test_num_neighbors(tmp_path):
     assert ds.num_neighbors == 20 and default.num_neighbors == 8
     assert ds.graph.num_neighbors == 20
     assert ds.graph.edge_index.shape[1] > default.graph.edge_index.shape[1]
-    with pytest.warns(FutureWarning, match="use num_neighbors="):
-        old = ConvergenceMaps(str(tmp_path), nside=8, order=1, k=20, log=False)
-    assert old.num_neighbors == 20
+    with pytest.raises(TypeError, match="'k'"):  # num_neighbors= is the only spelling
+        ConvergenceMaps(str(tmp_path), nside=8, order=1, k=20, log=False)
 
 
 def test_processing_leaves_only_its_files(tmp_path):
@@ -505,6 +506,7 @@ def test_map_without_patches_warns(tmp_path):
     with pytest.warns(UserWarning, match=r"1 map contributed no patch") as record:
         ds = ConvergenceMaps(str(tmp_path), nside=16, order=1, log=False)
     message = str(record[0].message)
+    assert record[0].filename == __file__
     assert "'map1.fits' (raw/manifest.csv line 3)" in message and "map0.fits" not in message
     assert "min_observed=1.0" in message
     assert sorted(set(ds._map_id.tolist())) == [0] and len(ds) == 12
@@ -535,6 +537,7 @@ def test_upgrading_warns(tmp_path):
     with pytest.warns(UserWarning, match=r"nside=16.*upgrad") as record:
         ds = ConvergenceMaps(str(tmp_path), nside=16, order=1, log=False)
     message = str(record[0].message)
+    assert record[0].filename == __file__
     for text in ("'map0.fits' (raw/manifest.csv line 2)", "'map1.fits'", "nside 8", "nside=None"):
         assert text in message
     assert ds.nside == 16
