@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Hashable, NamedTuple, Optional
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 from torch import Tensor
 
 __all__ = ["CacheInfo", "info", "clear", "set_limit", "DEFAULT_LARGE_LIMIT", "DEFAULT_SMALL_LIMIT"]
@@ -89,7 +89,10 @@ def nbytes(value: Any) -> int:
         seen.add(id(v))
         if isinstance(v, np.ndarray):
             return v.nbytes
-        if isinstance(v, cKDTree):  # its points and permutation dominate
+        # A k-d tree, whose points and permutation dominate (there is none unless scipy.spatial
+        # is loaded: it is imported where trees are built, not here).
+        spatial = sys.modules.get("scipy.spatial")
+        if spatial is not None and isinstance(v, spatial.cKDTree):
             return v.data.nbytes + v.indices.nbytes
         if isinstance(v, (list, tuple)):
             return sum(walk(x) for x in v)

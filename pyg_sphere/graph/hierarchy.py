@@ -2,15 +2,17 @@
 
 from typing import List, Optional
 
-import healpy as hp
 import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from .._lazy import lazy
 from .._validate import PixelsLike, as_pixels, check_levels, check_nside
 from ._healpix_graph import healpix_graph
 from ._kernel_width import kernel_width as default_kernel_width
+
+hp = lazy("healpy")
 
 
 def _nested_ids(pixels: PixelsLike) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyg_sphere import kernel_width
-from pyg_sphere.graph import _healpix_graph
+from pyg_sphere.graph import _edges, _geometry, _healpix_graph
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,8 @@ def test_small_blocks_give_the_same_graph(monkeypatch, pixels, nest, variant):
     sigma = kernel_width(16, 8) if variant == "v2" else None
     whole = _healpix_graph._build(16, pixels, 8, nest, sigma, variant)
     # 37 rows: many blocks whose edges fall inside memory pages, several blocks per page.
-    monkeypatch.setattr(_healpix_graph, "_ROWS", 37)
+    monkeypatch.setattr(_edges, "BLOCK_ROWS", 37)
+    monkeypatch.setattr(_geometry, "_ROWS", 37)
     blocks = _healpix_graph._build(16, pixels, 8, nest, sigma, variant)
     for key in ("edge_index", "edge_weight", "pos", "pixels"):
         assert torch.equal(whole[key], blocks[key]), key
@@ -32,7 +33,7 @@ def test_small_blocks_give_the_same_graph(monkeypatch, pixels, nest, variant):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise semantics of Linux")
 def test_released_scratch_rows():
-    scratch = _healpix_graph._Scratch((5000, 8), np.int32)
+    scratch = _edges._Scratch((5000, 8), np.int32)
     scratch.array[:] = 7
     scratch.release_rows(0, 2048)  # 2048 rows of 32 bytes: 16 pages
     assert (scratch.array[2048:] == 7).all()  # nothing past the rows is lost

@@ -9,7 +9,8 @@ import torch
 from torch_geometric.utils import is_undirected
 
 from pyg_sphere import healpix_graph
-from pyg_sphere.graph.knn import centres, healpix_knn, mirror_pixels, turn_pixels
+from pyg_sphere.graph._geometry import centres, mirror_pixels, turn_pixels
+from pyg_sphere.graph.knn import healpix_knn
 from pyg_sphere.nn import SphericalChebConv
 
 # The images of the sphere under its symmetries: (quarter turns, mirrored).
