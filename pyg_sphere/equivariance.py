@@ -9,15 +9,17 @@ rotate" and "rotate then filter".
 
 from typing import Callable, Optional, Union
 
-import healpy as hp
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation
 from torch import Tensor
 from torch_geometric.data import Data
 
+from ._lazy import lazy
 from ._validate import check_choice, check_int
 from .graph.laplacian import laplacian_matrix
+
+hp = lazy("healpy")
+transform = lazy("scipy.spatial.transform")
 
 Operator = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
 
@@ -130,7 +132,7 @@ def equivariance_error(
 
     # All maps are in RING ordering here (healpy's transforms); `apply` reorders for the graph.
     alms = _random_alms(rng, num_signals * channels, ell, lmax).reshape(num_signals, channels, -1)
-    rotations = Rotation.random(num_rotations, random_state=rng).as_matrix()
+    rotations = transform.Rotation.random(num_rotations, random_state=rng).as_matrix()
     signals = np.stack([_alm2map(a, nside, lmax) for a in alms])  # [S, C, N]
     rotated = np.stack(
         [[_alm2map(_rotate(a, m, lmax), nside, lmax) for m in rotations] for a in alms]

@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
-import healpy as hp
 import numpy as np
 
 from .. import cache
+from .._lazy import lazy
 from .._validate import check_ell_bins, check_int, check_nside, check_positive
+
+hp = lazy("healpy")
 
 __all__ = [
     "power_spectrum",
@@ -152,8 +154,9 @@ def power_spectrum(
             covers ``edges[i] <= ell < edges[i+1]``, within ``0..lmax+1``).
         iter: Jacobi iterations of :func:`healpy.anafast`. Its default of 3
             refines the quadrature of band-limited full-sky maps; a cut-out
-            patch is not band-limited, the refinement changes the features by
-            about 1e-5 (relative median) and costs 5x the time, hence 0.
+            patch is not band-limited, the refinement barely changes the
+            features and multiplies the time (docs/benchmarks.md, section
+            *Power-spectrum features*), hence 0.
 
     Returns:
         ``numpy.ndarray`` of shape ``[num_samples, lmax + 1]`` (or
