@@ -37,13 +37,9 @@ def describe_region(pixels: Optional[List[int]], nside) -> str:
     return f"a region of {len(pixels)} pixels"
 
 
-# Old spellings of constructor arguments, read from configs saved before the rename.
-_RENAMED = {"k": "num_neighbors"}
-
-
 def _normalise_config(config: Dict[str, Any]) -> Dict[str, Any]:
     """A config as read back from JSON (lists) in the form :attr:`config` returns."""
-    out = {_RENAMED.get(key, key): value for key, value in config.items()}
+    out = dict(config)
     if isinstance(out.get("channels"), (list, tuple)):
         out["channels"] = tuple(int(c) for c in out["channels"])
     if out.get("pixels") is not None:
@@ -56,7 +52,6 @@ def _normalise_config(config: Dict[str, Any]) -> Dict[str, Any]:
 
 def _architecture_problem(config: Dict[str, Any], arguments: Sequence[str], name: str) -> str:
     """Says how a config's argument names differ from a class's ('' if they match)."""
-    config = {_RENAMED.get(key, key): value for key, value in config.items()}
     unknown = sorted(set(config) - set(arguments))
     missing = [key for key in arguments if key not in config]
     if not unknown and not missing:
