@@ -53,8 +53,9 @@ from pyg_sphere.apps import figures, train_cosmo
 from pyg_sphere.transforms import AddGaussianNoise
 
 #: The demo's options for :func:`pyg_sphere.apps.train_cosmo.train`. One torch thread: on a
-#: busy 2-core machine, two threads made the sparse products several times slower (spinning
-#: threads); the second core fits the baselines meanwhile.
+#: busy 2-core machine, two threads made the sparse products slower (spinning threads; see
+#: docs/benchmarks.md, section *Demo: torch threads*); the second core fits the baselines
+#: meanwhile.
 DEMO_ARGS = tuple(
     (
         "--nside 128 --order 2 --gaussian-twin --smoothing 60 --noise 2 --n-per-class 60 "
@@ -68,9 +69,9 @@ METHODS = ("DeepSphere", "histogram + SVM", "power spectrum + SVM")
 
 #: At most this many training and validation patches for the power-spectrum baseline (a seeded
 #: subset), which costs one healpy ``anafast`` per patch: above the demo's 3456 and 1152, so
-#: that it learns from every patch (fewer leave it weaker: 55% instead of 61% with 600 and
-#: 300), and bounds its time on larger collections. It is scored on every test patch, as the
-#: other methods are.
+#: that it learns from every patch (fewer leave it weaker: docs/benchmarks.md, section *Demo:
+#: power-spectrum baseline subset*), and bounds its time on larger collections. It is scored
+#: on every test patch, as the other methods are.
 PSD_MAX = (4000, 2000)
 
 #: Bins of the histogram baseline (Perraudin et al. 2019).

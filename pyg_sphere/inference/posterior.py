@@ -402,8 +402,9 @@ def expected_coverage(
     coverage above :math:`\alpha` an underconfident (too wide) one. (Below 1/2 the signs
     flip: TARP's regions are balls around points away from the posterior, so for a too narrow
     posterior the truth's credibility piles up near 0 and 1 and its coverage curve crosses
-    the diagonal at 1/2. Measured with a posterior 3x too narrow, 500 simulations: 0.36 at
-    0.1, 0.54 at 0.68, 0.68 at 0.95.) Random references make this a test of the whole
+    the diagonal at 1/2: a posterior too narrow covers more than :math:`\alpha` at 0.1, less
+    at 0.68 and 0.95; docs/benchmarks.md, section *Coverage of miscalibrated posteriors*,
+    has the figures.) Random references make this a test of the whole
     posterior, not only of its marginals (TARP's coverage curve over all :math:`\alpha` is a
     necessary and sufficient test of calibration); a few levels summarise that curve.
 
