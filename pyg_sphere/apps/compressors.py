@@ -101,12 +101,24 @@ class StreamDataModule(pl.LightningDataModule):
             self.train,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
+            multiprocessing_context=_worker_context(self.num_workers),
             persistent_workers=False,
             drop_last=True,  # a loss on batch statistics needs full batches
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val, batch_size=self.val_batch_size, num_workers=self.num_workers)
+        return DataLoader(
+            self.val,
+            batch_size=self.val_batch_size,
+            num_workers=self.num_workers,
+            multiprocessing_context=_worker_context(self.num_workers),
+        )
+
+
+def _worker_context(num_workers: int) -> Optional[str]:
+    """Spawned workers: they simulate with healpy, whose OpenMP runtime hangs in a process
+    forked from one that has used it (the main process computes spectra and Fisher sets)."""
+    return "spawn" if num_workers > 0 else None
 
 
 class _Compressor(pl.LightningModule):

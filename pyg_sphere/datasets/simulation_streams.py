@@ -41,7 +41,10 @@ R W, ...``: the shards are disjoint and together hold the same realisations what
 Each worker builds its own tables (spectra of the cosmologies, pixel indices) on its first
 item; nothing large is pickled to the workers. ``healpy.alm2map``, most of a map's cost, runs
 on OpenMP threads: set ``OMP_NUM_THREADS=1`` when workers simulate beside a training process,
-or they compete for the same cores.
+or they compete for the same cores. Start the workers with
+``DataLoader(..., multiprocessing_context="spawn")``: healpy's OpenMP runtime (GNU libgomp)
+cannot run in a process forked from one that has already used it (a map simulated, a
+spectrum computed in the main process), and a forked worker then waits forever.
 
 **Epochs.** Call :meth:`~FisherStream.set_epoch` before each epoch, as with PyTorch's
 ``DistributedSampler``: epoch ``e`` has its own maps. An endless stream (``num_maps=None``)

@@ -43,7 +43,8 @@ def test_workers_simulate_disjoint_shards_that_do_not_depend_on_their_number():
     alone = {
         int(b["draw"][i]): b["x"][i] for b in DataLoader(stream, 4) for i in range(len(b["x"]))
     }
-    loader = DataLoader(stream, batch_size=4, num_workers=2)
+    # Spawned: the main process has run healpy's OpenMP threads, which a fork cannot inherit.
+    loader = DataLoader(stream, batch_size=4, num_workers=2, multiprocessing_context="spawn")
     batches = list(loader)
     together = {int(d): x for b in batches for d, x in zip(b["draw"], b["x"])}
     assert len(together) == 12 == len(stream)  # 6 maps x 2 patches, none twice
