@@ -13,22 +13,51 @@ def graph():
     return pyg_sphere.healpix_graph(4)
 
 
-def test_filter_gradients(graph):
-    op = ChebyshevOperator(
-        graph.edge_index,
-        graph.edge_weight,
-        graph.num_nodes,
-        normalization="sym",
+def operator(graph, normalization, num_nodes=None):
+    """The operator of the graph's first num_nodes nodes (their induced subgraph)."""
+    n = graph.num_nodes if num_nodes is None else num_nodes
+    keep = (graph.edge_index < n).all(0)
+    return ChebyshevOperator(
+        graph.edge_index[:, keep],
+        graph.edge_weight[keep],
+        n,
+        normalization=normalization,
         lambda_max=1.7,
         dtype=torch.float64,
     )
-    x = torch.randn(graph.num_nodes, 2, 3, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(4, 3 * 3, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+
+
+# 'sym': the split layout, whose backward writes into the kept terms; 'rw': the csr layout.
+@pytest.mark.parametrize("normalization", ["sym", "rw"])
+@pytest.mark.parametrize("K", [2, 3, 5])
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("out_channels", [1, 3])  # narrowing: per-term; widening: stacked
+def test_filter_gradients(graph, normalization, K, recompute, out_channels):
+    op = operator(graph, normalization, 64)  # a small region: gradcheck's cost is quadratic
+    assert op.layout == ("split" if normalization == "sym" else "csr")
+    x = torch.randn(graph.num_nodes, 2, 2, dtype=torch.float64)[:64].requires_grad_()
+    weight = torch.randn(out_channels, K * 2, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(out_channels, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda x, w, b: chebyshev_filter(op, x, 3, w, b), (x, weight, bias)
+        lambda x, w, b: chebyshev_filter(op, x, K, w, b, recompute), (x, weight, bias)
     )
-    assert torch.autograd.gradcheck(lambda x, w: chebyshev_filter(op, x, 3, w, None), (x, weight))
+    assert torch.autograd.gradcheck(
+        lambda x, w: chebyshev_filter(op, x, K, w, None, recompute), (x, weight)
+    )
+
+
+@pytest.mark.parametrize("out_channels", [2, 4])
+def test_second_backward_through_the_graph_gives_the_same_gradients(graph, out_channels):
+    # The first backward writes into the kept terms; retain_graph must not see them changed.
+    op = operator(graph, "sym")
+    x = torch.randn(graph.num_nodes, 2, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(out_channels, 5 * 3, dtype=torch.float64, requires_grad=True)
+    x_prev = x * 1.0  # not a leaf: the filter's input is the output of an earlier layer
+    loss = chebyshev_filter(op, x_prev, 5, weight, None).square().sum()
+    first = torch.autograd.grad(loss, (x, weight), retain_graph=True)
+    second = torch.autograd.grad(loss, (x, weight))
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("maps", [None, 3])

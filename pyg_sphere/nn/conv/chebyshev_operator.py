@@ -241,27 +241,46 @@ class ChebyshevOperator:
 
     # Products ---------------------------------------------------------------------------
 
-    def apply(self, x: Tensor, transpose: bool = False) -> Tensor:
-        """:math:`\\tilde{L} x` (or :math:`\\tilde{L}^\\top x`) of a 2-D :obj:`x` [N, C]."""
+    def apply(
+        self,
+        x: Tensor,
+        transpose: bool = False,
+        *,
+        alpha: float = 1.0,
+        out: Optional[Tensor] = None,
+    ) -> Tensor:
+        """:math:`\\alpha \\tilde{L} x` (or :math:`\\alpha \\tilde{L}^\\top x`) of a 2-D
+        :obj:`x` [N, C], written into :obj:`out` (a contiguous [N, C] tensor other than x) if
+        given: the split layout writes it in place, the csr layout copies its product there."""
         if self.diagonal is None:
-            return _mm(self.matrix_t if transpose else self.matrix, x)
-        d = self.diagonal
-        if isinstance(d, float):
-            return torch.addmm(x, self.off_diagonal, x, beta=d)
-        return torch.addmm(x * d.unsqueeze(1), self.off_diagonal, x)
+            y = _mm(self.matrix_t if transpose else self.matrix, x)
+            if alpha != 1.0:
+                y.mul_(alpha)
+            return y if out is None else out.copy_(y)
+        d, a = self.diagonal, self.off_diagonal
+        if out is None:
+            if isinstance(d, float):
+                return torch.addmm(x, a, x, beta=alpha * d, alpha=alpha)
+            return torch.addmm(x * (alpha * d).unsqueeze(1), a, x, alpha=alpha)
+        scale = alpha * d if isinstance(d, float) else (alpha * d).unsqueeze(1)
+        return torch.mul(x, scale, out=out).addmm_(a, x, alpha=alpha)
 
-    def step(self, x: Tensor, previous: Tensor, transpose: bool = False) -> Tensor:
+    def step(
+        self, x: Tensor, previous: Tensor, transpose: bool = False, *, out: Optional[Tensor] = None
+    ) -> Tensor:
         """:math:`2 \\tilde{L} x - previous`, the step of the Chebyshev recursion, in one
-        product (no stored copy of :math:`2 \\tilde{L}`)."""
+        product (no stored copy of :math:`2 \\tilde{L}`), written into :obj:`out` as
+        :meth:`apply` does."""
         if self.diagonal is None:
-            return _mm2(self.matrix_t if transpose else self.matrix, x, previous)
+            y = _mm2(self.matrix_t if transpose else self.matrix, x, previous)
+            return y if out is None else out.copy_(y)
         d = self.diagonal
-        # previous - 2 D x, then 2 A x - (previous - 2 D x) in the product itself.
+        # previous - 2 D x, then 2 A x - (previous - 2 D x) added in place by the product.
         if isinstance(d, float):
-            rest = torch.sub(previous, x, alpha=2.0 * d)
+            rest = torch.sub(previous, x, alpha=2.0 * d, out=out)
         else:
-            rest = torch.addcmul(previous, d.unsqueeze(1), x, value=-2.0)
-        return torch.addmm(rest, self.off_diagonal, x, beta=-1.0, alpha=2.0)
+            rest = torch.addcmul(previous, d.unsqueeze(1), x, value=-2.0, out=out)
+        return rest.addmm_(self.off_diagonal, x, beta=-1.0, alpha=2.0)
 
 
 def check_graph_size(edge_index: Tensor, num_nodes: Optional[int]) -> int:

@@ -80,12 +80,13 @@ class SphericalChebConv(MessagePassing):
         cached (bool, optional): If :obj:`True`, the layer keeps the operator of the graph of
             its first call and reuses it; a graph with another node or edge count is then
             refused. (default: :obj:`False`)
-        recompute (bool, optional): If :obj:`True`, the :math:`K` Chebyshev terms are not
-            kept from the forward to the backward pass but computed again there, one at a
-            time: :math:`K B F_{in}` floats less per node held for autograd (5x the input at
-            :obj:`K=5`) and as many again at the backward's peak, for :math:`K-1` more sparse
-            products per backward; the same results up to rounding. Applies to the fused path
-            in float32 and float64 without autocast. (default: :obj:`False`)
+        recompute (bool, optional): If :obj:`True`, the :math:`K-1` Chebyshev terms beyond
+            the input are not kept from the forward to the backward pass (where they serve as
+            the backward's buffers) but computed again there, one at a time:
+            :math:`(K-1) B F_{in}` floats less per node held for autograd (4x the input at
+            :obj:`K=5`), for :math:`K-1` more sparse products per backward; the same results
+            up to rounding. Applies to the fused path in float32 and float64 without autocast.
+            (default: :obj:`False`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
@@ -363,12 +364,8 @@ class SphericalChebConv(MessagePassing):
         n, b = nodes_first.shape[:2]
         if self.K == 1:
             out = F.linear(nodes_first.reshape(n * b, -1), weight, self.bias)
-        elif (
-            self.recompute
-            and x.dtype not in _HALF_DTYPES
-            and not torch.is_autocast_enabled(x.device.type)
-        ):
-            out = _filter(operator, nodes_first, self.K, weight, self.bias)
+        elif x.dtype not in _HALF_DTYPES and not torch.is_autocast_enabled(x.device.type):
+            out = _filter(operator, nodes_first, self.K, weight, self.bias, self.recompute)
         else:
             if x.dtype in _HALF_DTYPES:
                 # Sparse kernels lack half precision (on CPU): filter in float32, then back.
@@ -413,6 +410,7 @@ def _terms(operator: ChebyshevOperator, x: Tensor, K: int) -> Tensor:
 
 
 @torch.compiler.disable
-def _filter(operator: ChebyshevOperator, x: Tensor, K: int, weight: Tensor, bias) -> Tensor:
-    """The whole filter [N B, F_out] of x [N, B, F], the terms recomputed in the backward."""
-    return chebyshev_filter(operator, x, K, weight, bias)
+def _filter(operator, x: Tensor, K: int, weight: Tensor, bias, recompute: bool) -> Tensor:
+    """The whole filter [N B, F_out] of x [N, B, F] (the terms recomputed in the backward with
+    :obj:`recompute`)."""
+    return chebyshev_filter(operator, x, K, weight, bias, recompute)
