@@ -273,7 +273,9 @@ def prepare_data(args) -> dict[str, ConvergenceMaps]:
                 f"the {s} split of {root} is empty: simulate more maps (--n-per-class) or give "
                 f"the manifest a split column"
             )
-    std = splits["train"].map_std
+    train = splits["train"]
+    # One noise level per channel (none on an observed-pixel channel) when there are several.
+    std = train.map_std if train.num_node_features == 1 else train.channel_std
     splits["train"].transform = AddGaussianNoise(args.noise, std)
     splits["val"].transform = AddGaussianNoise(args.noise, std, seed=args.seed + 1)
     splits["test"].transform = AddGaussianNoise(args.noise, std, seed=args.seed + 2)
@@ -283,8 +285,8 @@ def prepare_data(args) -> dict[str, ConvergenceMaps]:
 def check_compatible(config: dict, dataset: ConvergenceMaps) -> None:
     """Raises ``ValueError`` if a model configuration does not fit a dataset's patches.
 
-    Checks the resolution, the region (pixel count and ids of the shared patch graph) and the
-    number of classes, and says what differs.
+    Checks the resolution, the region (pixel count and ids of the shared patch graph), the
+    number of input channels and of classes, and says what differs.
     """
     problems = []
     if int(config["nside"]) != dataset.nside:
@@ -301,6 +303,10 @@ def check_compatible(config: dict, dataset: ConvergenceMaps) -> None:
         torch.as_tensor(pixels).long().cpu(), dataset.patch_pixels(0).long()
     ):
         problems.append("region: the model's pixels are not the data's patch-0 pixels")
+    if int(config["in_channels"]) != dataset.num_node_features:
+        problems.append(
+            f"input channels: model {config['in_channels']}, data {dataset.num_node_features}"
+        )
     if int(config["out_channels"]) != dataset.num_classes:
         problems.append(f"classes: model {config['out_channels']}, data {dataset.num_classes}")
     if problems:
@@ -314,7 +320,7 @@ def check_compatible(config: dict, dataset: ConvergenceMaps) -> None:
 def make_model(args, dataset: ConvergenceMaps) -> DeepSphere:
     """The DeepSphere classifier of the options, on the region of the dataset's patches."""
     return DeepSphere(
-        1,
+        dataset.num_node_features,
         dataset.num_classes,
         dataset.nside,
         pixels=dataset.patch_pixels(0),

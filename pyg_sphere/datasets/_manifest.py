@@ -2,9 +2,12 @@
 
 One row per map: ``file`` (relative to ``raw/``) is required; ``label`` (the map's class: an
 integer or any string), ``omega_m``, ``sigma_8`` and ``split`` (one of :data:`SPLITS`) are
-optional; other columns are ignored. A manifest without a ``label`` column describes maps
-without classes (regression of the parameters): every row's label is ``None``. The file is
-UTF-8 (a byte-order mark, as spreadsheets write it, is accepted). The simulators
+optional; other columns are ignored. A row whose sample is made of several maps (one per
+tomographic bin: the channels of one sample) lists them in its ``file`` cell separated by
+:data:`FILE_SEPARATOR` (``bin0.fits;bin1.fits``); every row lists the same number of files.
+A manifest without a ``label`` column describes maps without classes (regression of the
+parameters): every row's label is ``None``. The file is UTF-8 (a byte-order mark, as
+spreadsheets write it, is accepted). The simulators
 (:func:`~pyg_sphere.datasets.simulate_convergence_maps`, and the designs of
 :mod:`~pyg_sphere.datasets.designs`) write it and :class:`~pyg_sphere.datasets.ConvergenceMaps`
 reads it.
@@ -31,12 +34,24 @@ MANIFEST = "manifest.csv"
 #: Header of the manifest as written by the simulator.
 MANIFEST_COLUMNS = ("file", "label", "omega_m", "sigma_8", "split")
 
+#: Separates the files of one row (the channels of one sample) in the ``file`` cell.
+FILE_SEPARATOR = ";"
+
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def where(row: dict) -> str:
     """Names a manifest row in error messages."""
     return f"'{row['file']}' (raw/{MANIFEST} line {row['line']})"
+
+
+def where_file(row: dict, i: int) -> str:
+    """Names file :obj:`i` of a manifest row in error messages (the row itself when it lists
+    one file)."""
+    files = row.get("files") or [row["file"]]
+    if len(files) == 1:
+        return where(row)
+    return f"'{files[i]}' (file {i + 1} of {len(files)} on raw/{MANIFEST} line {row['line']})"
 
 
 def check_split_fractions(split_fractions) -> tuple[float, float, float]:
@@ -83,7 +98,9 @@ def read_manifest(
     :obj:`split_fractions` (train, val, test).
 
     Returns:
-        One dict per map, in manifest order, with keys ``file``, ``line`` (line number in the
+        One dict per map, in manifest order, with keys ``file`` (the cell as written),
+        ``files`` (the paths it lists, split at :data:`FILE_SEPARATOR`; the same number in
+        every row), ``line`` (line number in the
         file where the row starts, header = 1), ``label`` (int or str, the same type for all
         rows, or ``None`` for all), ``omega_m``, ``sigma_8`` (float, NaN when absent) and
         ``split``.
@@ -92,13 +109,23 @@ def read_manifest(
     rows, seen = [], {}
     for line, values in raw_rows:
         row = _parse_row(line, values, header)
-        key = osp.normpath(row["file"])  # 'a.fits' and './a.fits' are one file
-        if key in seen:
+        for i, name in enumerate(row["files"]):
+            key = osp.normpath(name)  # 'a.fits' and './a.fits' are one file
+            if key in seen:
+                also = "in this row" if seen[key] == line else f"also on line {seen[key]}"
+                raise ValueError(
+                    f"{where_file(row, i)} is listed twice ({also}): "
+                    "each map may appear once, or its patches could land in two splits"
+                )
+            seen[key] = line
+        if rows and len(row["files"]) != len(rows[0]["files"]):
+            n, first = len(row["files"]), rows[0]
             raise ValueError(
-                f"{where(row)} is listed twice (also on line {seen[key]}): "
-                "each map may appear once, or its patches could land in two splits"
+                f"{where(row)} lists {n} file{'s' if n > 1 else ''} but {where(first)} lists "
+                f"{len(first['files'])}: every row must list the same files, one per channel "
+                f"(e.g. one per tomographic bin, in the same order), separated by "
+                f"'{FILE_SEPARATOR}'"
             )
-        seen[key] = line
         rows.append(row)
     if "label" in header and all(_INTEGER.fullmatch(r["label"]) for r in rows):
         for r in rows:
@@ -182,6 +209,12 @@ def _parse_row(line: int, values: dict, header: list[str]) -> dict:
     row = {"file": values["file"], "line": line}
     if not row["file"]:
         raise ValueError(f"raw/{MANIFEST} line {line}: empty 'file' entry")
+    row["files"] = [f.strip() for f in row["file"].split(FILE_SEPARATOR)]
+    if not all(row["files"]):
+        raise ValueError(
+            f"{where(row)}: an empty path between '{FILE_SEPARATOR}' separators; list the "
+            f"files of a row as 'bin0.fits{FILE_SEPARATOR}bin1.fits', each one non-empty"
+        )
     if "label" in header:
         label = values["label"]
         if label == "":

@@ -1,5 +1,6 @@
 """The arrays of a processed folder: the kept patches of every split streamed into a float32
-``.npy`` memory map per split (``train.npy``, ``val.npy``, ``test.npy``, [samples, N]), and the
+``.npy`` memory map per split (``train.npy``, ``val.npy``, ``test.npy``: [samples, N] for one
+channel, as before channels existed, [samples, N, C] for several), and the
 per-sample fields of every split in ``samples.npz`` (``{split}_{field}`` for each field of
 :data:`FIELDS`). Every file is written under a temporary name and renamed into place
 (:mod:`pyg_sphere._io`), so a reader never sees a partial array."""
@@ -33,15 +34,28 @@ def invalidate(out: str) -> None:
 class SplitWriter:
     """Streams the kept patches of every split into a float32 ``.npy`` memory map under a
     temporary name (renamed into place when :obj:`stack` closes without error, removed
-    otherwise), with their per-sample fields and the statistics of their observed pixels."""
+    otherwise), with their per-sample fields and the statistics of their observed pixels.
 
-    def __init__(self, out: str, maps_per_split: dict, stack: contextlib.ExitStack):
+    A patch has :obj:`values` channels read from the maps, then the observed channel if
+    :obj:`observed_channel`; the statistics are those of the map channels."""
+
+    def __init__(
+        self,
+        out: str,
+        maps_per_split: dict,
+        stack: contextlib.ExitStack,
+        values: int = 1,
+        observed_channel: bool = False,
+    ):
         self.out, self.maps_per_split, self.stack = out, maps_per_split, stack
+        self.values = values
+        self.observed_channel = bool(observed_channel)
+        self.channels = values + self.observed_channel
         self.tmp: dict = {}  # split -> temporary path
         self.arrays: dict = {}  # split -> open memmap
         self.count = dict.fromkeys(SPLITS, 0)
         self.fields: dict = {s: [] for s in SPLITS}
-        self.acc = {s: np.zeros(3) for s in SPLITS}  # count, sum, sum of squares
+        self.acc = {s: np.zeros((3, values)) for s in SPLITS}  # count, sum, sum of squares
         self._patches = None
 
     def patches(self, nside: int, order: int) -> np.ndarray:
@@ -52,6 +66,8 @@ class SplitWriter:
             for s in SPLITS:
                 self.tmp[s] = self.stack.enter_context(atomic_path(osp.join(self.out, f"{s}.npy")))
                 shape = (self.maps_per_split[s] * rows, size)
+                if self.channels > 1:
+                    shape += (self.channels,)
                 self.arrays[s] = np.lib.format.open_memmap(
                     self.tmp[s], mode="w+", dtype=np.float32, shape=shape
                 )
@@ -59,25 +75,38 @@ class SplitWriter:
         return self._patches
 
     def add(self, split: str, x: np.ndarray, observed: np.ndarray, fields: tuple) -> None:
-        """Appends patch :obj:`x` (its :data:`FIELDS` in :obj:`fields`) to :obj:`split`."""
-        self.arrays[split][self.count[split]] = x
+        """Appends patch :obj:`x` [N, C] (its :data:`FIELDS` in :obj:`fields`) to
+        :obj:`split`; :obj:`observed` [N] flags its observed pixels."""
+        self.arrays[split][self.count[split]] = x if self.channels > 1 else x[:, 0]
         self.count[split] += 1
         self.fields[split].append(fields)
-        v = x[observed]
-        self.acc[split] += (v.size, v.sum(), np.square(v).sum())
+        v = x[observed][:, : self.values]
+        self.acc[split] += np.stack([np.full(self.values, len(v)), v.sum(0), np.square(v).sum(0)])
 
-    def map_std(self) -> float:
-        """Standard deviation of the observed pixels of the training split (of all splits
-        when it is empty)."""
-        total = self.acc["train"] if self.acc["train"][0] > 0 else sum(self.acc.values())
-        if total[0] == 0:
+    def _moments(self) -> np.ndarray:
+        """Count, sum and sum of squares per map channel, [3, values], of the observed pixels
+        of the training split (of all splits when it is empty)."""
+        total = self.acc["train"] if self.acc["train"][0, 0] > 0 else sum(self.acc.values())
+        if total[0, 0] == 0:
             raise ValueError(
                 "no patch was kept: every patch has fewer than min_observed of its pixels "
                 "observed or was dropped by pre_filter; lower min_observed or keep more "
                 "patches in pre_filter"
             )
-        mean = total[1] / total[0]
-        return float(np.sqrt(max(total[2] / total[0] - mean**2, 0.0)))
+        return total
+
+    def map_std(self) -> float:
+        """Standard deviation of the observed pixels of the training split (of all splits
+        when it is empty), all map channels together."""
+        count, total, squares = self._moments().sum(axis=1)
+        mean = total / count
+        return float(np.sqrt(max(squares / count - mean**2, 0.0)))
+
+    def channel_std(self) -> list[float]:
+        """:meth:`map_std` of every channel; 0 for the observed channel."""
+        count, total, squares = self._moments()
+        std = np.sqrt(np.maximum(squares / count - (total / count) ** 2, 0.0))
+        return [float(v) for v in std] + [0.0] * self.observed_channel
 
     def close(self) -> None:
         """Checks that a patch was kept, then trims every memmap to its kept rows and flushes it."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import os.path as osp
 import re
@@ -24,20 +26,32 @@ from filelock import FileLock, Timeout
 from .._io import atomic_open
 from .._validate import check_int, check_nside, check_positive
 from ._manifest import MANIFEST, check_split_fractions, read_manifest
+from ._map_masks import DEGRADE_OBSERVED
 
 if TYPE_CHECKING:
     from .convergence_maps import ConvergenceMaps
 
 # Bump when the processed content changes: the version is part of the folder key, so folders of
-# an older format are never read (2: y holds class indices, not the manifest's labels).
-FORMAT_VERSION = 2
+# an older format are never read (2: y holds class indices, not the manifest's labels; 3:
+# channels, masked_value and the degrading rule of the observed pixels).
+FORMAT_VERSION = 3
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 # ----- the key: options and variant -------------------------------------------------------------
 def processing_options(
-    nside, order, field, smoothing_arcmin, npy_nest, min_observed, split_fractions, split_seed
+    nside,
+    order,
+    field,
+    smoothing_arcmin,
+    npy_nest,
+    min_observed,
+    split_fractions,
+    split_seed,
+    masked_value=None,
+    observed_channel=False,
+    degrade_observed=DEGRADE_OBSERVED,
 ) -> dict:
     """Validates the options that shape the processed data; returns them as a JSON-able dict
     (its hash names the processed folder)."""
@@ -50,17 +64,57 @@ def processing_options(
         smoothing_arcmin = check_positive("smoothing_arcmin", smoothing_arcmin)
     if not 0.0 < min_observed <= 1.0:
         raise ValueError(f"min_observed must be in (0, 1], got {min_observed!r}")
+    if (
+        isinstance(degrade_observed, bool)
+        or not isinstance(degrade_observed, numbers.Real)
+        or not 0.0 <= degrade_observed <= 1.0
+    ):
+        raise ValueError(
+            "degrade_observed must be a number in [0, 1] (the observed fraction of its children "
+            f"that keeps a pixel of the lower nside observed), got {degrade_observed!r}"
+        )
     return {
         "format": FORMAT_VERSION,
         "nside": nside,
         "order": order,
-        "field": check_int("field", field, 0),
+        "field": _check_field(field),
         "smoothing_arcmin": smoothing_arcmin,
         "npy_nest": bool(npy_nest),
         "min_observed": float(min_observed),
         "split_fractions": check_split_fractions(split_fractions),
         "split_seed": check_int("split_seed", split_seed, 0),
+        "masked_value": _check_masked_value(masked_value),
+        "observed_channel": bool(observed_channel),
+        "degrade_observed": float(degrade_observed),
     }
+
+
+def _check_field(field):
+    """``field`` as an int, or as a list of ints for several columns."""
+    if isinstance(field, (list, tuple)) and not isinstance(field, str):
+        if not field:
+            raise ValueError("field must name at least one column, e.g. field=(0, 1)")
+        return [check_int("field", f, 0) for f in field]
+    try:
+        return check_int("field", field, 0)
+    except (TypeError, ValueError) as e:
+        raise type(e)(
+            f"field must be an integer >= 0 or a tuple of them (healpy's field=(0, 1, ...)), "
+            f"got {field!r}"
+        ) from None
+
+
+def _check_masked_value(value):
+    """``masked_value`` as ``None``, a finite float, or ``'nan'`` (JSON has no NaN, and NaN is
+    not equal to itself, which would make every folder look out of date)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isinf(value):
+        raise ValueError(
+            "masked_value must be a finite number or NaN (the value that marks unobserved "
+            f"pixels in the files, e.g. 0), or None for healpy.UNSEEN alone; got {value!r}"
+        )
+    return "nan" if math.isnan(value) else float(value)
 
 
 def variant(pre_transform, pre_filter, name: Optional[str]) -> dict:
@@ -122,10 +176,11 @@ def raw_fingerprint(raw_dir: str, rows: Optional[list] = None) -> Optional[dict]
             return {"manifest_sha1": hashlib.sha1(content).hexdigest(), "files": None}
     stats = {}
     for r in rows:
-        full = osp.join(raw_dir, r["file"])
-        if osp.isfile(full):
-            st = os.stat(full)
-            stats[r["file"]] = [st.st_size, st.st_mtime_ns]
+        for file in r["files"]:
+            full = osp.join(raw_dir, file)
+            if osp.isfile(full):
+                st = os.stat(full)
+                stats[file] = [st.st_size, st.st_mtime_ns]
     return {"manifest_sha1": hashlib.sha1(content).hexdigest(), "files": stats}
 
 

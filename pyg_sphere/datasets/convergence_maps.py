@@ -8,8 +8,9 @@ it writes (:mod:`._patch_writer`), and the processed folder's key, freshness and
 from __future__ import annotations
 
 import json
+import os
 import os.path as osp
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from .._validate import check_choice, check_int
 from ..graph import healpix_graph, nested_patches
 from ..graph._keys import GRAPH_KEYS
 from ._manifest import MANIFEST, SPLITS
+from ._map_masks import DEGRADE_OBSERVED
 from ._map_processing import MapProcessor
 from ._processed_folder import folder_name, process_once, processing_options, variant
 
@@ -33,13 +35,23 @@ class ConvergenceMaps(Dataset):
     patches of order :math:`o` (:math:`o = 1`: 1/12 of the sky, 2: 1/48, 4: 1/192).
 
     **Raw data** in ``root/raw/``: FITS maps written by healpy (ordering from the ``ORDERING``
-    keyword; column ``field`` of a multi-column file) or ``.npy``/``.npz`` arrays (ordering given
-    by ``npy_nest``), of a power-of-2 nside, and ``manifest.csv`` with the columns ``file,label``
+    keyword; column(s) ``field`` of a multi-column file) or ``.npy``/``.npz`` arrays (ordering
+    given by ``npy_nest``), of a power-of-2 nside, and ``manifest.csv`` with the columns
+    ``file,label``
     (``label`` may be left out, see below) and optionally ``omega_m,sigma_8,split``
     (``train``, ``val`` or ``test``). Without a ``split`` column, maps are split per class by a
     seeded permutation. Splits are always by map: the patches of one map never appear in two
-    splits. Unobserved pixels are ``healpy.UNSEEN``. Errors name the file and its line in the
-    manifest.
+    splits. Unobserved pixels are ``healpy.UNSEEN`` (or ``masked_value``). Errors name the file
+    and its line in the manifest.
+
+    **Channels**: a sample may hold several maps of one sky, e.g. one per tomographic bin, as
+    the channels of ``x`` [N, C]: several FITS columns (``field=(0, 1, 2, 3)``, as healpy's
+    ``read_map``) and/or several files per manifest row, separated by ``;`` in the ``file``
+    cell (``bin0.fits;bin1.fits;bin2.fits``; every row lists as many, which share nside and
+    ordering). Channels go file by file, then column by column. They share one mask: a pixel
+    unobserved in one channel is unobserved in all, so a patch is kept or dropped for all its
+    channels at once. ``observed_channel=True`` appends the observed fraction of every pixel
+    (1 or 0 at the maps' resolution) as a last channel.
 
     **Labels** may be any integers or strings: the classes are the distinct labels in sorted
     order (numerically if all are integers, else as strings), available as :attr:`classes`, and
@@ -52,24 +64,27 @@ class ConvergenceMaps(Dataset):
 
     **Processing**, done once and cached in ``root/processed/<folder named by the options>/``:
     per map, remove the mean (over observed pixels), optionally smooth with a Gaussian beam,
-    ``ud_grade`` to ``nside``, convert to nested ordering and cut into patches. A patch is kept
-    when at least ``min_observed`` of its pixels are observed; its unobserved pixels are set to 0
-    (the removed mean). A warning lists the maps that contribute no patch, and a split whose
-    maps contribute none is an error. Asking for a higher ``nside`` than a map has warns:
-    upgrading invents no information. Patches go into a float32 memory-mapped ``.npy`` per
-    split, so collections larger than RAM are processed and read without loading them. Other
-    options, or another ``pre_transform``/``pre_filter`` (told apart by their ``repr``, or by
-    ``name``), give another folder; if ``manifest.csv`` or a raw file changed since processing,
-    a warning is issued and the data is processed again. Processes that construct the same
-    dataset at once (every rank of a distributed job) are safe: a lock file next to the folder
-    lets one of them process while the others wait, then load the result. See
+    ``ud_grade`` to ``nside``, convert to nested ordering and cut into patches. Degrading to a
+    lower nside keeps a pixel observed when at least ``degrade_observed`` of its children are
+    (default: half; healpy's own default keeps any pixel with one observed child, which widens a
+    survey's footprint); the log (``log=True``) gives the observed footprint before and after. A
+    patch is kept when at least ``min_observed`` of its pixels are observed; its unobserved
+    pixels are set to 0 (the removed mean). A warning lists the maps that contribute no patch,
+    and a split whose maps contribute none is an error. Asking for a higher ``nside`` than a map
+    has warns: upgrading invents no information. Patches go into a float32 memory-mapped
+    ``.npy`` per split, so collections larger than RAM are processed and read without loading
+    them. Other options, or another ``pre_transform``/``pre_filter`` (told apart by their
+    ``repr``, or by ``name``), give another folder; if ``manifest.csv`` or a raw file changed
+    since processing, a warning is issued and the data is processed again. Processes that
+    construct the same dataset at once (every rank of a distributed job) are safe: a lock file
+    next to the folder lets one of them process while the others wait, then load the result. See
     ``docs/data.md`` for the layout, the processing and why every sample shares one graph.
 
     Each item is a :class:`~torch_geometric.data.Data` with ``x`` (the patch's pixel values in
-    nested order), ``y`` (class index, -1 without labels), ``omega_m``, ``sigma_8``, ``map_id``
-    (row of the map in the manifest, 0-based) and ``patch_id`` (the sample's HEALPix ids are
-    ``patch_id * N + arange(N)``). **Which loader:** items carry no ``edge_index`` by default,
-    because every sample uses :attr:`graph`, the graph of patch 0;
+    nested order, one column per channel), ``y`` (class index, -1 without labels), ``omega_m``,
+    ``sigma_8``, ``map_id`` (row of the map in the manifest, 0-based) and ``patch_id`` (the
+    sample's HEALPix ids are ``patch_id * N + arange(N)``). **Which loader:** items carry no
+    ``edge_index`` by default, because every sample uses :attr:`graph`, the graph of patch 0;
     :class:`~pyg_sphere.loader.SharedGraphLoader` batches them as x [B, N, F] on that graph and
     needs nothing more. PyG's :class:`~torch_geometric.loader.DataLoader` needs
     ``attach_graph=True``: every item then also carries the shared graph's ``edge_index``,
@@ -91,9 +106,10 @@ class ConvergenceMaps(Dataset):
         order (int): Patch order :math:`o` (power of 2, at most ``nside``); :math:`12 o^2`
             patches of :math:`(nside / o)^2` pixels per map. (default: 1)
         split (str): ``'train'``, ``'val'`` or ``'test'``. (default: ``'train'``)
-        field (int): Column of the FITS files to read (healpy's ``field``: 0 is the first map
-            column, e.g. temperature or kappa; 1 the next, e.g. Q or gamma1). ``.npy``/``.npz``
-            maps have one column, field 0. (default: 0)
+        field (int or tuple of int): Column(s) of the FITS files to read (healpy's ``field``:
+            0 is the first map column, e.g. temperature or kappa; 1 the next, e.g. Q or gamma1);
+            a tuple reads several columns as channels. ``.npy``/``.npz`` maps have one column,
+            field 0. (default: 0)
         smoothing_arcmin (float, optional): FWHM of a Gaussian smoothing applied at the maps'
             native resolution (DeepSphere used 3 arcmin). (default: ``None``, no smoothing)
         npy_nest (bool): Ordering of ``.npy``/``.npz`` maps (FITS say it in their header).
@@ -101,13 +117,25 @@ class ConvergenceMaps(Dataset):
         min_observed (float): Smallest fraction of observed pixels for a patch to be kept.
             (default: 1.0: patches touching the mask are dropped, so no sample mixes sky and
             fill values)
+        masked_value (float, optional): A value that marks unobserved pixels in the files
+            besides ``healpy.UNSEEN``, e.g. ``0`` for a mask written as zeros, or ``nan``. A
+            warning names the maps where it never occurs, or, without it, the maps with many
+            pixels exactly 0. (default: ``None``: only ``UNSEEN``)
+        observed_channel (bool): Append the observed fraction of every pixel as a last
+            channel (1 or 0 at the maps' resolution; after degrading, the fraction of observed
+            children of an observed pixel; always 0 where a pixel is unobserved), e.g. as a
+            (value, observed) input. (default: ``False``)
+        degrade_observed (float): Fraction of its children that must be observed for a pixel
+            of a lower ``nside`` to be observed, in [0, 1]; ``0``: one child is enough
+            (healpy's ``ud_grade``), ``1``: all (``pess=True``). (default: 0.5, which keeps
+            the observed area close to the mask's)
         split_fractions (tuple): (train, val, test) fractions of the maps of each class when the
             manifest has no ``split`` column. (default: ``(0.8, 0.1, 0.1)``)
         split_seed (int): Seed of that split. (default: 0)
         pre_transform, pre_filter (callable, optional): As in
             :class:`~torch_geometric.data.Dataset`: they see each patch during processing as it
             would be served (``y`` is the class index); ``pre_transform`` may change the values
-            of ``x`` (keeping its shape [N, 1]), other changes are not stored. Their ``repr``
+            of ``x`` (keeping its shape [N, C]), other changes are not stored. Their ``repr``
             names the processed folder, so it must be stable (e.g. a
             :class:`~torch_geometric.transforms.BaseTransform`); for a lambda or a plain
             function, pass ``name``.
@@ -124,7 +152,8 @@ class ConvergenceMaps(Dataset):
         transform, log, force_reload: As in :class:`~torch_geometric.data.Dataset`.
 
     Shapes:
-        - **item:** x [N, 1] float32 with :math:`N = (nside / o)^2`, y [1] int64,
+        - **item:** x [N, C] float32 with :math:`N = (nside / o)^2` and C channels (1 by
+          default; :attr:`num_node_features`), y [1] int64,
           omega_m [1], sigma_8 [1] float32, map_id [1], patch_id [1] int64
         - **graph:** edge_index [2, E], edge_weight [E], pixels [N]
         - **labels:** [len(dataset)] int64
@@ -152,6 +181,9 @@ class ConvergenceMaps(Dataset):
         (1, [12, 12])
         >>> train.graph.num_nodes
         16
+        >>> flagged = ConvergenceMaps(root, nside=4, observed_channel=True, log=False)
+        >>> flagged[0].x.shape, flagged.num_node_features  # the map, then its observed flags
+        (torch.Size([16, 2]), 2)
     """
 
     def __init__(
@@ -161,10 +193,13 @@ class ConvergenceMaps(Dataset):
         order: int = 1,
         split: str = "train",
         *,
-        field: int = 0,
+        field: Union[int, Sequence[int]] = 0,
         smoothing_arcmin: Optional[float] = None,
         npy_nest: bool = False,
         min_observed: float = 1.0,
+        masked_value: Optional[float] = None,
+        observed_channel: bool = False,
+        degrade_observed: float = DEGRADE_OBSERVED,
         split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
         pre_transform: Optional[Callable] = None,
@@ -190,6 +225,9 @@ class ConvergenceMaps(Dataset):
             min_observed,
             split_fractions,
             split_seed,
+            masked_value,
+            observed_channel,
+            degrade_observed,
         )
         self.options.update(variant(pre_transform, pre_filter, name))
         self._name = folder_name(self.options)
@@ -222,9 +260,11 @@ class ConvergenceMaps(Dataset):
     def process(self) -> None:
         """Processes the raw data into :attr:`processed_dir` (called under a lock by
         :meth:`__init__` when the folder is missing or out of date)."""
-        MapProcessor(self.raw_dir, self.options, self.pre_transform, self.pre_filter).run(
-            self.processed_dir
+        talk = self.log and "PYTEST_CURRENT_TEST" not in os.environ  # as process_once
+        processor = MapProcessor(
+            self.raw_dir, self.options, self.pre_transform, self.pre_filter, log=talk
         )
+        processor.run(self.processed_dir)
 
     def len(self) -> int:
         return len(self._y)
@@ -233,7 +273,9 @@ class ConvergenceMaps(Dataset):
         if self._samples is None:  # opened lazily: a memmap must not be pickled to workers
             path = osp.join(self.processed_dir, f"{self.split}.npy")
             self._samples = np.load(path, mmap_mode="r")
-        x = torch.from_numpy(np.array(self._samples[idx])).unsqueeze(-1)
+        x = torch.from_numpy(np.array(self._samples[idx]))
+        if x.dim() == 1:  # one channel is stored as [samples, N]
+            x = x.unsqueeze(-1)
         s = slice(idx, idx + 1)
         data = Data(
             x=x,
@@ -300,7 +342,8 @@ class ConvergenceMaps(Dataset):
 
     @property
     def num_node_features(self) -> int:
-        return 1
+        """Channels C of ``x`` [N, C]: the maps read per sample, plus the observed channel."""
+        return self.meta["channels"]
 
     @property
     def labels(self) -> torch.Tensor:
@@ -320,9 +363,22 @@ class ConvergenceMaps(Dataset):
     @property
     def map_std(self) -> float:
         """Standard deviation of the processed training maps' observed pixels (of all maps if
-        there are no training maps): the unit of :class:`~pyg_sphere.transforms.AddGaussianNoise`'s
-        relative noise level, the same for every split."""
+        there are no training maps; all map channels together): the unit of
+        :class:`~pyg_sphere.transforms.AddGaussianNoise`'s relative noise level, the same for
+        every split."""
         return self.meta["map_std"]
+
+    @property
+    def channel_std(self) -> list[float]:
+        """:attr:`map_std` of every channel of ``x`` (0 for the observed channel), e.g. the
+        ``std`` of :class:`~pyg_sphere.transforms.AddGaussianNoise` for noise per channel."""
+        return list(self.meta["channel_std"])
+
+    @property
+    def footprint(self) -> dict:
+        """Mean observed fraction of the sky over the maps (every channel observed): ``'raw'``
+        at the maps' resolution, ``'processed'`` at :attr:`nside` after the degrading rule."""
+        return dict(self.meta["footprint"])
 
     @property
     def graph(self) -> Data:

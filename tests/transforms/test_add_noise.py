@@ -98,3 +98,37 @@ def test_with_convergence_maps(tmp_path):
     assert torch.equal(noisy[4].x, noisy[4].x)
     train.transform = AddGaussianNoise(2.0, train.map_std)
     assert not torch.equal(train[4].x, train[4].x)
+
+
+# ----- a std per channel ------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [None, 3])
+def test_std_per_channel(seed):
+    data = Data(x=torch.zeros(20000, 3), map_id=torch.tensor([1]), patch_id=torch.tensor([2]))
+    t = AddGaussianNoise(2.0, std=[0.5, 0.0, 3.0], seed=seed)
+    assert t.sigma == (1.0, 0.0, 6.0) and repr(t).startswith("AddGaussianNoise(level=2.0, std=(")
+    noise = t(data).x
+    assert noise.shape == (20000, 3) and noise.dtype == torch.float32
+    assert noise.std(0).numpy() == pytest.approx([1.0, 0.0, 6.0], rel=0.03, abs=1e-12)
+    assert (noise[:, 1] == 0).all()  # a std of 0 leaves the channel (e.g. observed flags) as is
+    if seed is not None:  # the same draw as one scalar std, scaled per channel
+        one = AddGaussianNoise(2.0, std=1.0, seed=seed)(data).x
+        assert torch.allclose(noise, one * torch.tensor([0.5, 0.0, 3.0]))
+
+
+def test_std_per_channel_must_match_the_channels():
+    t = AddGaussianNoise(1.0, std=(1.0, 2.0))
+    with pytest.raises(
+        ValueError,
+        match=r"std has 2 entries, one per channel, but x has shape "
+        r"\[4, 3\].*channel_std",
+    ):
+        t(Data(x=torch.zeros(4, 3)))
+    assert torch.equal(
+        AddGaussianNoise(1.0, std=[0.0, 0.0])(Data(x=torch.ones(4, 2))).x, torch.ones(4, 2)
+    )
+
+
+@pytest.mark.parametrize("std", [[], [1.0, -1.0], [1.0, float("nan")]])
+def test_bad_std_per_channel(std):
+    with pytest.raises(ValueError, match="std must"):
+        AddGaussianNoise(1.0, std=std)
