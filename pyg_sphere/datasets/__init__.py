@@ -4,6 +4,7 @@ from .convergence_maps import ConvergenceMaps
 from .convergence_spectra import PRIOR_BOX, convergence_cl, lognormal_shift
 from .design_arrays import FisherArrays, PriorArrays, fisher_arrays, prior_arrays
 from .designs import latin_hypercube, simulate_fisher_maps, simulate_prior_maps
+from .footprints import apply_mask, band_with_holes, cap_mask, stripe_mask, survey_footprint
 from .lognormal_maps import simulate_convergence_maps, simulate_cosmology_map
 from .simulation_streams import FisherStream, PriorStream, fiducial_patch_std
 
@@ -24,4 +25,9 @@ __all__ = [
     "PriorArrays",
     "fisher_arrays",
     "prior_arrays",
+    "cap_mask",
+    "stripe_mask",
+    "band_with_holes",
+    "survey_footprint",
+    "apply_mask",
 ]
