@@ -7,6 +7,7 @@ from .designs import latin_hypercube, simulate_fisher_maps, simulate_prior_maps
 from .footprints import apply_mask, band_with_holes, cap_mask, stripe_mask, survey_footprint
 from .lognormal_maps import simulate_convergence_maps, simulate_cosmology_map
 from .simulation_streams import FisherStream, PriorStream, fiducial_patch_std
+from .tomography import SourceBins, simulate_tomographic_maps, smail_bins, tomographic_cl
 
 __all__ = [
     "ConvergenceMaps",
@@ -25,6 +26,10 @@ __all__ = [
     "PriorArrays",
     "fisher_arrays",
     "prior_arrays",
+    "SourceBins",
+    "smail_bins",
+    "tomographic_cl",
+    "simulate_tomographic_maps",
     "cap_mask",
     "stripe_mask",
     "band_with_holes",

@@ -28,6 +28,13 @@ from .summaries import (
     PowerSpectrumSummary,
     Summary,
 )
+from .tomographic_fisher import (
+    TomographicPowerSpectrumSummary,
+    cross_spectra,
+    gaussian_cross_cl_fisher,
+    tomographic_cl_derivatives,
+    tomographic_fisher_forecast,
+)
 
 __all__ = [
     "fisher_matrix",
@@ -46,4 +53,9 @@ __all__ = [
     "gaussian_nll_loss",
     "NeuralPosterior",
     "expected_coverage",
+    "TomographicPowerSpectrumSummary",
+    "cross_spectra",
+    "gaussian_cross_cl_fisher",
+    "tomographic_cl_derivatives",
+    "tomographic_fisher_forecast",
 ]
