@@ -19,6 +19,7 @@ ARGS = {
     "masked_region.py": "",
     "measure_equivariance.py": "--layer",
     "mix_gnn_layers.py": "--epochs 3",
+    "tomographic_survey.py": "",  # about 15 s
     "train_deepsphere.py": "",  # its defaults take well under a minute
 }
 

@@ -52,6 +52,7 @@ def test_every_example_is_tested():
         "reproduce_paper.py",
         "infer_cosmo.py",
         "train_deepsphere.py",
+        "tomographic_survey.py",
     }
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
@@ -323,3 +324,20 @@ def test_infer_cosmo(tmp_path):
         timeout=300,
     )
     assert proc.returncode != 0 and "other options" in proc.stderr
+
+
+def test_tomographic_survey(tmp_path):
+    out = run_example(
+        "tomographic_survey.py", "--nside", 32, "--maps", 2, "--order", 1, cwd=tmp_path
+    )
+    # 4 bins and the observed fraction as channels, through DeepSphere
+    assert "C = 5" in out and "-> DeepSphere -> (8, 2)" in out
+    rows = {
+        int(line.split()[0]): line.split()
+        for line in out.splitlines()
+        if re.match(r"\s+[14]\s", line)
+    }
+    errors_1, errors_4 = [float(v) for v in rows[1][1:3]], [float(v) for v in rows[4][1:3]]
+    # the cross-spectra of 4 bins constrain both parameters better than 1 bin's spectrum
+    assert all(e4 < e1 for e1, e4 in zip(errors_1, errors_4))
+    assert float(rows[4][3]) > 2 * float(rows[1][3])
