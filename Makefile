@@ -35,7 +35,7 @@ test-slow: install
 test-pyg-oldest:
 	$(PYTHON) -m venv $(VENV_OLDEST)
 	$(VENV_OLDEST)/bin/python -m pip install --quiet $(TORCH)
-	$(VENV_OLDEST)/bin/python -m pip install --quiet -e ".[test,baselines,plot,train,inference]" "torch-geometric==$(PYG_OLDEST)"
+	$(VENV_OLDEST)/bin/python -m pip install --quiet -e ".[test,cosmo,baselines,plot,train,inference]" "torch-geometric==$(PYG_OLDEST)"
 	$(VENV_OLDEST)/bin/python -c "import torch_geometric as g; assert g.__version__ == '$(PYG_OLDEST)', g.__version__"
 	$(VENV_OLDEST)/bin/python -m pytest -q -p no:cacheprovider
 
