@@ -5,6 +5,21 @@ The base class holds the options, the seeding (spawn keys), the sharding over wo
 ranks, the epochs and the order of the items, as :mod:`~pyg_sphere.datasets.simulation_streams`
 documents them; :class:`_Maps` turns one harmonic draw into the processed patches of a
 cosmology's map, and :func:`fiducial_patch_std` measures the streams' noise unit with it.
+
+**Tomographic bins.** With ``bins=`` (a :class:`~pyg_sphere.datasets.SourceBins`) a stream
+serves the correlated maps of the bins instead of the one map at source redshift 0.8: an item's
+``x`` has one channel per bin (last axis). Realisation ``j``'s maps at a cosmology are those of
+``simulate_tomographic_maps(nside, omega_m, sigma_8, bins, rng=G, gaussian=gaussian,
+lmax=lmax)`` with ``G`` the generator of the realisation's spawn key (the same keys as one-bin
+streams; evaluation map ``i``: ``map_rng(seed, stream, i)``), each bin then processed as a
+one-bin map is (float32 storage, its own mean removed, smoothed if asked) and cut into the same
+nested patches. The Fisher stream's variants are all drawn from a generator in the same state
+(common unit harmonic draws). The noise of a tomographic stream is shape noise in physical
+units, ``sigma_e`` and ``n_gal`` as :func:`~pyg_sphere.datasets.simulate_tomographic_maps`
+takes them: white noise of std :func:`~pyg_sphere.datasets.tomography.shape_noise_std` per bin,
+drawn from the child key ``key + (0,)`` (one full-sky draw per bin, in bin order) and added
+after the processing, the same on every Fisher variant, as the ``noise`` option of one-bin
+streams is (which tomographic streams refuse: their noise is a property of the survey).
 """
 
 from __future__ import annotations
@@ -20,9 +35,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .._validate import check_int, check_nside, check_positive
 from ..graph import nested_patches
 from ._lognormal_field import _alm_layout, _colour_alm, _lognormal_transform
+from ._tomography_fields import _maps_from_factor
+from ._tomography_spectra import _check_bins, _lognormal_shifts, bin_densities, shape_noise_std
 from .convergence_spectra import _check_cosmology, _table_lmax, lognormal_shift
 from .designs import FISHER_STREAM, _check_gaussian
 from .lognormal_maps import _cosmology_gaussian_cl, _resolve_lmax, map_rng
+from .tomography import _factor
 
 __all__ = ["fiducial_patch_std"]
 
@@ -71,6 +89,10 @@ class _Maps:
         g = hp.alm2map(alm, self.nside, lmax=self.lmax, mmax=self.lmax, pixwin=False)
         if shift is not None:
             _lognormal_transform(g, clg, shift)
+        self._process(g, out)
+
+    def _process(self, g: np.ndarray, out: np.ndarray) -> None:
+        """Writes the patches of the RING map ``g`` into ``out`` [len(patches), N]."""
         # As ConvergenceMaps reads a simulated file: float32 storage, mean removal, smoothing.
         m = g.astype(np.float32).astype(np.float64)
         m -= m.mean()
@@ -78,11 +100,38 @@ class _Maps:
             m = hp.smoothing(m, fwhm=self.fwhm, nest=False, use_pixel_weights=False)
         out[...] = m[self.ring]
 
+    def bins_spectrum(self, omega_m: float, sigma_8: float, bins, memo: bool = True) -> tuple:
+        """(Cholesky factors of the bins' spectra, lognormal shifts or None) of a cosmology, as
+        :func:`~pyg_sphere.datasets.simulate_tomographic_maps` makes them (the same cache)."""
+        if self.gaussian:
+            key = None
+        else:
+            key = tuple(float(s) for s in _lognormal_shifts(omega_m, bins))
+        fn = _factor if memo else _factor.__wrapped__
+        factor = fn(omega_m, sigma_8, self.lmax, bins, key, self.gaussian)
+        return factor, None if key is None else np.asarray(key)
+
+    def bins_patches_of(self, rng: np.random.Generator, spectrum: tuple, out: np.ndarray) -> None:
+        """Writes the patches of the bins' maps of ``spectrum`` drawn from ``rng`` (as
+        ``simulate_tomographic_maps`` draws them) into ``out`` ([len(patches), N, n_bins]
+        float32), each bin processed as :meth:`patches_of` processes a map."""
+        factor, shifts = spectrum
+        maps = _maps_from_factor(factor, self.nside, rng, shifts)
+        for b, g in enumerate(maps):
+            self._process(g, out[..., b])
+
     def noise(self, rng: np.random.Generator) -> np.ndarray:
         """Unit white noise of the chosen patches, [len(patches), N] float32: drawn for the whole
         sky, so that a patch's noise does not depend on which patches are chosen."""
         full = rng.standard_normal(12 * self.nside**2, dtype=np.float32)
         return full.reshape(self.num_patches, -1)[self.patches]
+
+    def bins_noise(self, rng: np.random.Generator, std: np.ndarray) -> np.ndarray:
+        """White noise of std ``std`` [n_bins] in each bin, [len(patches), N, n_bins] float32:
+        one full-sky draw per bin, in bin order, as :meth:`noise` draws one."""
+        full = rng.standard_normal((len(std), 12 * self.nside**2), dtype=np.float32)
+        full = full.reshape(len(std), self.num_patches, -1)[:, self.patches]
+        return np.moveaxis(full * std.astype(np.float32)[:, None, None], 0, -1)
 
 
 def _check_patches(patches, order: int) -> np.ndarray:
@@ -109,6 +158,50 @@ def _check_noise(noise) -> float:
     return check_positive(
         "noise", noise, allow_zero=True, hint="the noise std in units of noise_scale"
     )
+
+
+def _check_bins_options(bins, sigma_e, n_gal, noise, noise_scale, nside) -> tuple:
+    """(bins, sigma_e, n_gal, shape-noise std [n_bins] or None) of a stream, checked."""
+    try:
+        sig = np.asarray(0.0 if sigma_e is None else sigma_e, dtype=np.float64)
+    except (TypeError, ValueError):
+        sig = np.array(np.nan)
+    if isinstance(sigma_e, bool) or not np.all(np.isfinite(sig)) or np.any(sig < 0):
+        raise ValueError(
+            f"sigma_e must be a non-negative ellipticity dispersion (e.g. 0.26), a number or one "
+            f"per bin, got {sigma_e!r}"
+        )
+    noisy = bool(np.any(sig > 0))
+    if bins is None:
+        if noisy or n_gal is not None:
+            raise ValueError(
+                "sigma_e and n_gal set the shape noise of tomographic maps: give bins=... (e.g. "
+                "smail_bins(4)), or use noise=... for the one-bin maps"
+            )
+        return None, sigma_e, n_gal, None
+    bins = _check_bins(bins)
+    if noise > 0 or noise_scale is not None:
+        raise ValueError(
+            "with bins the noise is shape noise in physical units: give sigma_e=... and "
+            f"n_gal=... (e.g. 0.26 and 30) instead of noise={noise!r}, "
+            f"noise_scale={noise_scale!r}"
+        )
+    if noisy and n_gal is None:
+        raise ValueError(
+            "sigma_e > 0 adds shape noise, whose level needs the galaxy density: give n_gal "
+            "(galaxies per arcmin^2, e.g. 30), or set sigma_e=0 for noiseless maps"
+        )
+    if n_gal is not None and not noisy:
+        raise ValueError(
+            f"n_gal={n_gal!r} sets the shape-noise level only with an ellipticity dispersion: "
+            "give sigma_e > 0 (e.g. 0.26), or drop n_gal for noiseless maps"
+        )
+    std = shape_noise_std(nside, sigma_e, bin_densities(bins, n_gal)) if noisy else None
+
+    def plain(v):
+        return None if v is None else (float(v) if np.ndim(v) == 0 else tuple(map(float, v)))
+
+    return bins, plain(sigma_e), plain(n_gal), std
 
 
 def _process_options(nside, order, lmax, smoothing_arcmin, gaussian) -> tuple:
@@ -204,11 +297,18 @@ class _SimulationStream(IterableDataset):
         shuffle_buffer,
         shard,
         scale_fiducial,
+        bins=None,
+        sigma_e=0.0,
+        n_gal=None,
     ):
         super().__init__()
         self.nside, self.order, self.lmax, self.smoothing_arcmin, self.gaussian = _process_options(
             nside, order, lmax, smoothing_arcmin, gaussian
         )
+        bins_options = _check_bins_options(
+            bins, sigma_e, n_gal, _check_noise(noise), noise_scale, self.nside
+        )
+        self.bins, self.sigma_e, self.n_gal, self._shape_std = bins_options
         self.patches = _check_patches(patches, self.order)
         self.seed = check_int("seed", seed, 0)
         self.evaluation = bool(evaluation)
@@ -251,8 +351,17 @@ class _SimulationStream(IterableDataset):
         return (self.nside // self.order) ** 2
 
     @property
-    def sigma(self) -> float:
-        """Standard deviation of the added noise, ``noise * noise_scale`` (0 without noise)."""
+    def num_channels(self) -> int:
+        """Channels of an item's ``x`` (last axis): the number of bins, 1 without ``bins``."""
+        return 1 if self.bins is None else self.bins.n_bins
+
+    @property
+    def sigma(self):
+        """Standard deviation of the added noise, ``noise * noise_scale`` (0 without noise);
+        with ``bins``, the shape-noise std of each bin, float64 [n_bins] (zeros without)."""
+        if self.bins is not None:
+            n = self.bins.n_bins
+            return np.zeros(n) if self._shape_std is None else self._shape_std.copy()
         return self.noise * self.noise_scale if self.noise > 0 else 0.0
 
     def patch_pixels(self, patch_id: int = 0) -> torch.Tensor:
@@ -316,16 +425,22 @@ class _SimulationStream(IterableDataset):
         return j if self.evaluation else (self.epoch + 1) * _EPOCH_SPAN + j
 
     def _noise(self, key: tuple) -> Optional[np.ndarray]:
+        if self.bins is not None:
+            if self._shape_std is None:
+                return None
+            return self._maps.bins_noise(self._rng(key + (_NOISE,)), self._shape_std)
         if self.noise == 0:
             return None
         return self._maps.noise(self._rng(key + (_NOISE,))) * np.float32(self.sigma)
 
     def _items(self, x: np.ndarray, theta: torch.Tensor, j: int) -> Iterator[dict]:
-        """One item per chosen patch; ``x`` [len(patches), ..., N] float32."""
+        """One item per chosen patch; ``x`` [len(patches), ..., N] float32, or with bins
+        [len(patches), ..., N, n_bins]."""
         base = self._realisation(j) * self.num_patches
+        channel = self.bins is None  # one-bin maps get their channel axis here
         for k, patch in enumerate(self.patches):
             yield {
-                "x": torch.from_numpy(x[k]).unsqueeze(-1),
+                "x": torch.from_numpy(x[k]).unsqueeze(-1) if channel else torch.from_numpy(x[k]),
                 "theta": theta,
                 "draw": torch.tensor(base + int(patch)),
                 "patch_id": torch.tensor(int(patch)),
@@ -341,9 +456,17 @@ class _SimulationStream(IterableDataset):
     def _describe(self) -> str:
         mode = "evaluation" if self.evaluation else f"epoch={self.epoch}"
         smoothing = "" if self.smoothing_arcmin is None else f", smoothing={self.smoothing_arcmin}'"
+        if self.bins is None:
+            noise = f"noise={self.noise:g}"
+        else:
+            noise = f"bins={self.bins!r}, "
+            if self._shape_std is None:
+                noise += "no shape noise"
+            else:
+                noise += f"sigma_e={self.sigma_e}, n_gal={self.n_gal}"
         return (
             f"nside={self.nside}, order={self.order}, patches={len(self.patches)}, "
-            f"{'gaussian' if self.gaussian else 'lognormal'}{smoothing}, noise={self.noise:g}, "
+            f"{'gaussian' if self.gaussian else 'lognormal'}{smoothing}, {noise}, "
             f"seed={self.seed}, num_maps={self.num_maps}, {mode}"
         )
 

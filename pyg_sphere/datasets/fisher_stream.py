@@ -7,12 +7,14 @@ Seeding, workers, epochs and batches are those of every simulation stream, docum
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+import functools
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from ._simulation_stream import _SimulationStream
+from ._tomography_bins import SourceBins
 from .convergence_spectra import PARAMETERS
 from .designs import FISHER_STREAM, _fisher_cosmologies
 
@@ -63,15 +65,33 @@ class FisherStream(_SimulationStream):
             patches of a realisation together. (default: 0)
         shard (tuple, optional): ``(rank, world_size)`` of a data-parallel job; each rank
             simulates its own realisations. (default: torch.distributed's, when initialised)
+        bins (SourceBins, optional): Tomographic source bins (e.g. ``smail_bins(4)``): serve
+            the correlated maps of the bins, one channel each, instead of the one map at source
+            redshift 0.8. Realisation ``j``'s maps at each variant are
+            ``simulate_tomographic_maps(nside, omega_m, sigma_8, bins, rng=G, gaussian=gaussian,
+            lmax=lmax)`` with ``G`` the generator of its spawn key (evaluation map ``i``:
+            ``map_rng(seed, FISHER_STREAM, i)``; every variant from a generator in the same
+            state: common unit harmonic draws), each bin processed as a one-bin map (float32,
+            mean removed, smoothed if asked). Its noise is shape noise (``sigma_e``, ``n_gal``);
+            ``noise`` and ``noise_scale`` are refused. No on-disk design matches it.
+            (default: None)
+        sigma_e (float or sequence): With ``bins``: ellipticity dispersion per component (a
+            number or one per bin, e.g. 0.26) of white shape noise of std
+            ``shape_noise_std(nside, sigma_e, bin_densities(bins, n_gal))`` per bin, drawn once
+            per realisation (child key ``key + (0,)``) and added to every variant after the
+            processing; 0 adds none. (default: 0)
+        n_gal (float or sequence, optional): With ``sigma_e > 0``: galaxies per arcmin^2, the
+            total split by ``bins.fractions`` or one density per bin. (default: None)
 
     Shapes:
-        - **item:** ``x`` [1 + 2p, N, 1] float32, rows in the order of :attr:`variants`:
+        - **item:** ``x`` [1 + 2p, N, C] float32 (C = :attr:`num_channels`: 1, or the number
+          of bins with ``bins``), rows in the order of :attr:`variants`:
           fiducial, then ``plus`` for each of the p = 2 parameters, then ``minus``;
           ``theta`` [1 + 2p, p] float32, the (Omega_m, sigma_8) of each row; ``draw`` [] int64,
           the shared realisation and patch, ``realisation * num_patches + patch_id`` (unique
           within the stream: training realisations are numbered ``(epoch + 1) * 2**32 + j``);
           ``patch_id`` [] int64
-        - **batch** (default collation): ``x`` [B, 1 + 2p, N, 1], ``theta`` [B, 1 + 2p, p],
+        - **batch** (default collation): ``x`` [B, 1 + 2p, N, C], ``theta`` [B, 1 + 2p, p],
           ``draw`` [B], ``patch_id`` [B]
 
     Example:
@@ -110,6 +130,9 @@ class FisherStream(_SimulationStream):
         epoch: int = 0,
         shuffle_buffer: int = 0,
         shard: Optional[tuple[int, int]] = None,
+        bins: Optional[SourceBins] = None,
+        sigma_e: Union[float, Sequence[float]] = 0.0,
+        n_gal: Union[float, Sequence[float], None] = None,
     ) -> None:
         # (fiducial, om+, om-, s8+, s8-), the order of FISHER_VARIANTS: checked as the design does
         cosmologies = _fisher_cosmologies(fiducial, steps, zero_steps=True)
@@ -135,6 +158,9 @@ class FisherStream(_SimulationStream):
             shuffle_buffer=shuffle_buffer,
             shard=shard,
             scale_fiducial=self.fiducial,
+            bins=bins,
+            sigma_e=sigma_e,
+            n_gal=n_gal,
         )
         self._theta = torch.tensor(self.cosmologies, dtype=torch.float32)
 
@@ -144,11 +170,25 @@ class FisherStream(_SimulationStream):
         return np.array(self.steps)
 
     def _setup(self) -> None:
-        self._spectra = [self._maps.spectrum(om, s8) for om, s8 in self.cosmologies]
+        if self.bins is not None:
+            spectrum = functools.partial(self._maps.bins_spectrum, bins=self.bins)
+        else:
+            spectrum = self._maps.spectrum
+        self._spectra = [spectrum(om, s8) for om, s8 in self.cosmologies]
 
     def _realisation_items(self, j: int) -> Iterator[dict]:
         key = self._key(j)
         maps = self._maps
+        if self.bins is not None:
+            shape = (len(self.patches), len(self._spectra), self.patch_size, self.bins.n_bins)
+            x = np.empty(shape, dtype=np.float32)
+            for v, spectrum in enumerate(self._spectra):
+                # a fresh generator of the key per variant: the same unit draws for every one
+                maps.bins_patches_of(self._rng(key), spectrum, x[:, v])
+            noise = self._noise(key)
+            if noise is not None:
+                x += noise[:, None]
+            return self._items(x, self._theta, j)
         white = maps.white(self._rng(key))
         x = np.empty((len(self.patches), len(self._spectra), self.patch_size), dtype=np.float32)
         for v, spectrum in enumerate(self._spectra):

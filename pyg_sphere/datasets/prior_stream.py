@@ -6,13 +6,14 @@ Seeding, workers, epochs and batches are those of every simulation stream, docum
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from .._validate import check_int
 from ._simulation_stream import _LATIN, _THETA, _SimulationStream
+from ._tomography_bins import SourceBins
 from .convergence_spectra import PARAMETERS, PRIOR_BOX
 from .designs import (
     PRIOR_STREAM,
@@ -43,8 +44,14 @@ class PriorStream(_SimulationStream):
     workers and epochs, and :class:`FisherStream` for the arguments they share.
 
     ``nside``, ``order``, ``patches``, ``gaussian``, ``smoothing_arcmin``, ``noise``,
-    ``lmax``, ``seed``, ``num_maps``, ``evaluation``, ``epoch``, ``shuffle_buffer`` and
-    ``shard`` are as in :class:`FisherStream`.
+    ``lmax``, ``seed``, ``num_maps``, ``evaluation``, ``epoch``, ``shuffle_buffer``,
+    ``shard``, ``bins``, ``sigma_e`` and ``n_gal`` are as in :class:`FisherStream`: with
+    ``bins`` (e.g. ``smail_bins(4)``), realisation ``j``'s maps are
+    ``simulate_tomographic_maps(nside, omega_m, sigma_8, bins, rng=G, gaussian=gaussian,
+    lmax=lmax)`` at its parameters :meth:`theta`, ``G`` the generator of its spawn key
+    (evaluation map ``i``: ``map_rng(seed, PRIOR_STREAM, i)``), one channel per bin, each
+    processed as a one-bin map, plus shape noise when ``sigma_e > 0``. The spectra of each
+    map's cosmology are computed with pyccl per map (about half a second with 3 bins).
 
     Args:
         box (dict): ``{'omega_m': (low, high), 'sigma_8': (low, high)}``. (default:
@@ -56,9 +63,10 @@ class PriorStream(_SimulationStream):
             cosmology, the same as a default :class:`FisherStream`'s).
 
     Shapes:
-        - **item:** ``x`` [N, 1] float32, ``theta`` [p] float32 (Omega_m, sigma_8), ``draw`` []
-          int64 (``realisation * num_patches + patch_id``), ``patch_id`` [] int64
-        - **batch** (default collation): ``x`` [B, N, 1], ``theta`` [B, p], ``draw`` [B],
+        - **item:** ``x`` [N, C] float32 (C = :attr:`num_channels`: 1, or the number of
+          bins), ``theta`` [p] float32 (Omega_m, sigma_8), ``draw`` [] int64
+          (``realisation * num_patches + patch_id``), ``patch_id`` [] int64
+        - **batch** (default collation): ``x`` [B, N, C], ``theta`` [B, p], ``draw`` [B],
           ``patch_id`` [B]
 
     Example:
@@ -93,6 +101,9 @@ class PriorStream(_SimulationStream):
         epoch: int = 0,
         shuffle_buffer: int = 0,
         shard: Optional[tuple[int, int]] = None,
+        bins: Optional[SourceBins] = None,
+        sigma_e: Union[float, Sequence[float]] = 0.0,
+        n_gal: Union[float, Sequence[float], None] = None,
     ) -> None:
         self.bounds = _check_box(box)
         for name, (lo, hi) in zip(PARAMETERS, self.bounds):
@@ -120,6 +131,9 @@ class PriorStream(_SimulationStream):
             shuffle_buffer=shuffle_buffer,
             shard=shard,
             scale_fiducial=(0.31, 0.82),
+            bins=bins,
+            sigma_e=sigma_e,
+            n_gal=n_gal,
         )
 
     def theta(self, j: int) -> np.ndarray:
@@ -142,8 +156,13 @@ class PriorStream(_SimulationStream):
         key = self._key(j)
         om, s8 = (float(v) for v in self.theta(j))
         maps = self._maps
-        x = np.empty((len(self.patches), self.patch_size), dtype=np.float32)
-        maps.patches_of(maps.white(self._rng(key)), maps.spectrum(om, s8, memo=False), x)
+        if self.bins is not None:
+            x = np.empty((len(self.patches), self.patch_size, self.bins.n_bins), dtype=np.float32)
+            spectrum = maps.bins_spectrum(om, s8, self.bins, memo=False)
+            maps.bins_patches_of(self._rng(key), spectrum, x)
+        else:
+            x = np.empty((len(self.patches), self.patch_size), dtype=np.float32)
+            maps.patches_of(maps.white(self._rng(key)), maps.spectrum(om, s8, memo=False), x)
         noise = self._noise(key)
         if noise is not None:
             x += noise

@@ -10,6 +10,11 @@ maps never shows it the same map twice. Two streams:
 * :class:`PriorStream`: maps at parameters drawn from a prior box, for regression or neural
   posterior estimation.
 
+With ``bins=`` (a :class:`~pyg_sphere.datasets.tomography.SourceBins`), both serve the
+correlated maps of several tomographic source bins as the channels of ``x``
+(:func:`~pyg_sphere.datasets.simulate_tomographic_maps` of the realisation's generator), with
+shape noise in physical units (``sigma_e=``, ``n_gal=``).
+
 Both serve nested patches exactly as :class:`~pyg_sphere.datasets.ConvergenceMaps` does: the
 map is rounded to float32 (as the files store it), its mean is removed, it is optionally
 smoothed with the same call, and its patches are cut in ascending nested order. With
