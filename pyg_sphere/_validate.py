@@ -186,3 +186,11 @@ def check_ell_bins(bins, lmax: int, name: str = "bins") -> np.ndarray:
             f"{lmax + 1}], at least two, got {bins!r}."
         )
     return edges.astype(np.int64)
+
+
+def as_generator(rng) -> np.random.Generator:
+    """:obj:`rng` if it is a :class:`numpy.random.Generator`, else a new one seeded with it (an
+    integer >= 0)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(check_int("rng seed", rng, 0))

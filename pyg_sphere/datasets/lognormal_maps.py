@@ -53,7 +53,7 @@ import healpy as hp
 import numpy as np
 
 from .._io import atomic_path, read_table
-from .._validate import check_int, check_nside
+from .._validate import as_generator, check_int, check_nside
 from ..cache import memoize
 from ._lognormal_field import (  # the field synthesis, part of this module's API
     # the private steps too: tests and benchmarks import them from here
@@ -232,7 +232,7 @@ def simulate_convergence_map(
     if label not in (0, 1) or isinstance(label, bool):
         raise ValueError(f"label must be 0 or 1, got {label!r}")
     _check_pair(power_matched, gaussian_twin)
-    rng = _as_rng(rng)
+    rng = as_generator(rng)
     lmax = _resolve_lmax(nside, lmax, cosmology_models()[0].lmax)
     if gaussian_twin and label == 1:
         return gaussian_map(cosmology_models()[0].cl[: lmax + 1], nside, rng, nest=nest)
@@ -257,12 +257,6 @@ def _cosmology_gaussian_cl(omega_m: float, sigma_8: float, lmax: int, gaussian: 
         cl = lognormal_gaussian_cl(cl, lognormal_shift(omega_m), lmax)
     cl.flags.writeable = False
     return cl
-
-
-def _as_rng(rng) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    return np.random.default_rng(check_int("rng seed", rng, 0))
 
 
 def simulate_cosmology_map(
@@ -307,7 +301,7 @@ def simulate_cosmology_map(
         ((3072,), True, True)
     """
     nside = check_nside(nside)
-    rng = _as_rng(rng)
+    rng = as_generator(rng)
     lmax = _resolve_lmax(nside, lmax, _table_lmax())
     omega_m, sigma_8 = _check_cosmology(omega_m, sigma_8)
     clg = _cosmology_gaussian_cl(omega_m, sigma_8, lmax, bool(gaussian))

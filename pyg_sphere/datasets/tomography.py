@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._lazy import lazy
-from .._validate import check_int, check_nside
+from .._validate import as_generator, check_int, check_nside
 from ..cache import memoize
 from ._tomography_bins import SourceBins, equipopulated_bins, smail_bins, smail_nz
 from ._tomography_fields import (
@@ -95,12 +95,6 @@ def _factor(omega_m, sigma_8, lmax, bins, shifts, gaussian) -> np.ndarray:
     factor = _factor_checked(cl)
     factor.flags.writeable = False
     return factor
-
-
-def _as_rng(rng) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    return np.random.default_rng(check_int("rng seed", rng, 0))
 
 
 def tomographic_noise_cl(bins: SourceBins, sigma_e, n_gal) -> np.ndarray:
@@ -169,7 +163,7 @@ def simulate_tomographic_maps(
     nside = check_nside(nside)
     omega_m, sigma_8 = _check_cosmo(omega_m, sigma_8)
     bins = _check_bins(bins)
-    rng = _as_rng(rng)
+    rng = as_generator(rng)
     lmax = 3 * nside - 1 if lmax is None else check_int("lmax", lmax, 2)
     sig = np.asarray(sigma_e, dtype=np.float64)
     if not np.all(np.isfinite(sig)) or np.any(sig < 0):
