@@ -24,6 +24,15 @@ def check_int(name: str, value, minimum: Optional[int] = None) -> int:
     return int(value)
 
 
+def check_real(name: str, value, hint: str = "") -> float:
+    """Returns :obj:`value` as a :obj:`float`; raises unless it is a finite real number.
+    :obj:`hint` says what the number is, in the error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        hint = f" ({hint})" if hint else ""
+        raise ValueError(f"{name} must be a finite number{hint}, got {value!r}")
+    return float(value)
+
+
 def check_positive(name: str, value, *, allow_zero: bool = False, hint: str = "") -> float:
     """Returns :obj:`value` as a :obj:`float`; raises unless it is finite and positive (or
     zero, with :obj:`allow_zero`). :obj:`hint` says what the number is, in the error."""

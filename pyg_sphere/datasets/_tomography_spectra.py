@@ -8,12 +8,11 @@ n_s = 0.96, Omega_b = 0.05, the Eisenstein & Hu transfer function, halofit, Limb
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from .._lazy import lazy
-from .._validate import check_int, check_nside, check_positive
+from .._validate import check_int, check_nside, check_positive, check_real
 from ..cache import memoize
 from ._tomography_bins import SourceBins
 
@@ -36,9 +35,7 @@ ARCMIN2_PER_SR = (180 * 60 / math.pi) ** 2
 
 
 def _check_cosmo(omega_m, sigma_8) -> tuple[float, float]:
-    for name, v in (("omega_m", omega_m), ("sigma_8", sigma_8)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    omega_m, sigma_8 = check_real("omega_m", omega_m), check_real("sigma_8", sigma_8)
     if not OMEGA_B < omega_m < 1:
         raise ValueError(
             f"omega_m={omega_m!r} must be in ({OMEGA_B}, 1): the baryon density is "
@@ -46,7 +43,7 @@ def _check_cosmo(omega_m, sigma_8) -> tuple[float, float]:
         )
     if not 0 < sigma_8 < 3:
         raise ValueError(f"sigma_8={sigma_8!r} must be in (0, 3)")
-    return float(omega_m), float(sigma_8)
+    return omega_m, sigma_8
 
 
 def _check_bins(bins) -> SourceBins:

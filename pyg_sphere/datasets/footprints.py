@@ -35,23 +35,16 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from .._lazy import lazy
-from .._validate import check_int, check_nside, check_positive
+from .._validate import check_int, check_nside, check_positive, check_real
 
 hp = lazy("healpy")
 
 __all__ = ["cap_mask", "stripe_mask", "band_with_holes", "survey_footprint", "apply_mask"]
 
 
-def _check_real(name: str, value) -> float:
-    """Returns :obj:`value` as a :obj:`float`; raises unless it is a finite real number."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number (degrees), got {value!r}")
-    return float(value)
-
-
 def _check_lat(name: str, value) -> float:
     """A latitude in degrees, in [-90, 90]."""
-    lat = _check_real(name, value)
+    lat = check_real(name, value, "degrees")
     if not -90.0 <= lat <= 90.0:
         raise ValueError(f"{name} must be a latitude in degrees within [-90, 90], got {value!r}")
     return lat
@@ -76,7 +69,7 @@ def _check_pair(name: str, value, what: str) -> Tuple[float, float]:
         a, b = value
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be two numbers {what}, got {value!r}") from None
-    return _check_real(f"{name}[0]", a), _check_real(f"{name}[1]", b)
+    return check_real(f"{name}[0]", a, "degrees"), check_real(f"{name}[1]", b, "degrees")
 
 
 def _check_lon_range(lon_range_deg) -> Optional[Tuple[float, float]]:
