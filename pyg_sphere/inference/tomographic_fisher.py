@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._lazy import lazy
-from .._validate import as_float_array, check_ell_bins, check_int, check_positive
+from .._validate import as_float_array, check_ell_bins, check_int, check_nside, check_positive
+from ..baselines.features import check_patch_pixels
 from .summaries import Summary
 
 hp = lazy("healpy")
@@ -102,6 +103,17 @@ class TomographicPowerSpectrumSummary(Summary):
     :math:`C^{0,n-1}`, :math:`C^{11}`, ... (pairs ``i <= j`` in :attr:`pairs`). Takes full-sky
     maps ``[num_samples, n_bins, 12 * nside**2]``; a partial footprint enters the analytic
     Fisher matrix through ``f_sky`` (:func:`gaussian_cross_cl_fisher`, same ``bin_edges``).
+    With ``pixels`` it takes patches ``[num_samples, n_bins, len(pixels)]`` instead, placed at
+    their pixels in otherwise empty maps, as
+    :class:`~pyg_sphere.inference.PowerSpectrumSummary` does: pseudo-spectra of the patch,
+    which mix multipoles at its edges (compare them with simulations, not with the analytic
+    matrix).
+
+    Shapes:
+        - **input:** ``[num_samples, n_bins, 12 * nside**2]``, or
+          ``[num_samples, n_bins, len(pixels)]`` with ``pixels``
+        - **output:** float64 ``[num_samples, n_pairs * num_ell_bins]``,
+          ``n_pairs = n_bins (n_bins + 1) / 2``
 
     Args:
         nside: HEALPix resolution of the maps.
@@ -109,8 +121,12 @@ class TomographicPowerSpectrumSummary(Summary):
         bins: number of equal-width :math:`\ell` bins over ``lmin ... lmax``, or edges.
         lmin: smallest multipole (default 2: lensing has no monopole or dipole).
         lmax: largest multipole (default ``2 * nside``).
-        nest: the maps are in NESTED ordering (default RING, as the simulator makes them).
-        iter: Jacobi iterations of ``map2alm``.
+        pixels: nested pixel ids of the columns of patches (1-D), e.g.
+            ``FisherStream.patch_pixels(0)``; ``None`` (default): full-sky maps.
+        nest: full-sky maps are in NESTED ordering (default RING, as the simulator makes
+            them). Patches (``pixels``) are always in the order of their nested ids.
+        iter: Jacobi iterations of ``map2alm`` (0 is enough for patches, which are not
+            band-limited: the refinement barely changes their pseudo-spectra).
         log: summarise :math:`\ln` of each bin (auto-spectra only make sense then; cross-
             spectra can be negative, so this needs positive cross-spectra).
 
@@ -124,13 +140,29 @@ class TomographicPowerSpectrumSummary(Summary):
         >>> s = TomographicPowerSpectrumSummary(nside=8, n_bins=2, bins=4)
         >>> s(x).shape, s.pairs
         ((3, 12), [(0, 0), (0, 1), (1, 1)])
+        >>> patches = TomographicPowerSpectrumSummary(8, 2, bins=4, pixels=np.arange(64), iter=0)
+        >>> patches(x[:, :, :64]).shape  # 3 samples of the first order-1 patch
+        (3, 12)
     """
 
     def __init__(
-        self, nside: int, n_bins: int, *, bins=10, lmin=2, lmax=None, nest=False, iter=3, log=False
+        self,
+        nside: int,
+        n_bins: int,
+        *,
+        bins=10,
+        lmin=2,
+        lmax=None,
+        pixels=None,
+        nest=False,
+        iter=3,
+        log=False,
     ):
         super().__init__()
-        self.nside = check_int("nside", nside, 1)
+        self.nside = check_nside(nside)
+        npix = 12 * self.nside**2
+        self.pixels = None if pixels is None else check_patch_pixels(nside, pixels, len(pixels))
+        self.num_pixels = npix if self.pixels is None else len(self.pixels)
         self.n_bins = check_int("n_bins", n_bins, 1)
         self.lmax = 2 * self.nside if lmax is None else check_int("lmax", lmax, 1)
         self.lmin = check_int("lmin", lmin, 0)
@@ -149,11 +181,11 @@ class TomographicPowerSpectrumSummary(Summary):
         """The summaries of maps ``x`` ``[num_samples, n_bins, 12 * nside**2]``:
         float64 ``[num_samples, n_pairs * num_ell_bins]``."""
         x = _as_maps(x, 3)
-        npix = 12 * self.nside**2
-        if x.shape[1:] != (self.n_bins, npix):
+        if x.shape[1:] != (self.n_bins, self.num_pixels):
+            what = "12 * nside**2" if self.pixels is None else "len(pixels)"
             raise ValueError(
-                f"maps must be [num_samples, n_bins, 12 * nside**2] = [num_samples, "
-                f"{self.n_bins}, {npix}], got {list(x.shape)}"
+                f"maps must be [num_samples, n_bins, {what}] = [num_samples, "
+                f"{self.n_bins}, {self.num_pixels}], got {list(x.shape)}"
             )
         return self._compute(x)
 
@@ -161,18 +193,26 @@ class TomographicPowerSpectrumSummary(Summary):
         i, j = np.array(self.pairs).T
         ell = np.arange(self.lmax + 1)
         lo, hi = self.edges[:-1], self.edges[1:]
+        nest, full, ring = self.nest, None, None
+        if self.pixels is not None:  # patches go to their RING positions in empty maps
+            nest, ring = False, hp.nest2ring(self.nside, self.pixels)
+            full = np.zeros((self.n_bins, 12 * self.nside**2))
         out = []
         for maps in x:
-            cl = _spectra(maps, self.lmax, self.nest, self.iter)[i, j] * (ell * (ell + 1.0))
+            if full is not None:
+                full[:, ring] = maps
+                maps = full
+            cl = _spectra(maps, self.lmax, nest, self.iter)[i, j] * (ell * (ell + 1.0))
             csum = np.concatenate([np.zeros((len(i), 1)), np.cumsum(cl, axis=1)], axis=1)
             out.append(((csum[:, hi] - csum[:, lo]) / (hi - lo)).reshape(-1))
         out = np.array(out)
         return np.log(out) if self.log else out
 
     def _repr_args(self):
+        where = "" if self.pixels is None else f", num_pixels={self.num_pixels}"
         return (
             f"nside={self.nside}, n_bins={self.n_bins}, ell_bins={len(self.edges) - 1}, "
-            f"lmax={self.lmax}, nest={self.nest}"
+            f"lmax={self.lmax}, nest={self.nest}{where}"
         )
 
 

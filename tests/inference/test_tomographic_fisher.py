@@ -75,6 +75,31 @@ def test_summary_layout_and_one_bin_is_the_power_spectrum_summary():
     assert "n_bins=2" in repr(s)
 
 
+def test_patch_summary_is_each_pairs_patch_pseudo_spectrum():
+    """With pixels=, the patches of each bin are placed at their pixels in empty maps: the
+    auto-spectra are PowerSpectrumSummary's of each bin's patch, the cross-spectra anafast's
+    of the two zero-filled maps."""
+    nside, edges = 8, np.array([2, 5, 9, 17])
+    pixels = np.arange(64, 128)  # patch 1 of order 1, nested ids
+    x = np.random.default_rng(2).standard_normal((3, 2, 64))
+    s = TomographicPowerSpectrumSummary(nside, 2, bins=edges, lmax=16, pixels=pixels, iter=0)
+    out = s(x)
+    assert out.shape == (3, 9)
+    for c, block in ((0, slice(0, 3)), (1, slice(6, 9))):
+        ps = PowerSpectrumSummary(nside, pixels, bins=edges, lmax=16)(x[:, c])
+        np.testing.assert_allclose(out[:, block], ps)
+    full = np.zeros((2, hp.nside2npix(nside)))
+    full[:, hp.nest2ring(nside, pixels)] = x[1]
+    ell = np.arange(17)
+    cross = hp.anafast(full[0], map2=full[1], lmax=16, iter=0) * ell * (ell + 1)
+    np.testing.assert_allclose(out[1, 3:6], [cross[a:b].mean() for a, b in zip(edges, edges[1:])])
+    with pytest.raises(ValueError, match=r"\[num_samples, 2, 64\]"):
+        s(x[:, :, :32])
+    with pytest.raises(ValueError, match="duplicate"):
+        TomographicPowerSpectrumSummary(nside, 2, pixels=[1, 1, 2])
+    assert "num_pixels=64" in repr(s)
+
+
 # ---------------------------------------------------------------------- analytic Fisher
 
 
