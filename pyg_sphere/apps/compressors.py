@@ -38,14 +38,20 @@ __all__ = ["WithFeatures", "StreamDataModule", "FisherCompressor", "PosteriorCom
 
 
 class WithFeatures(IterableDataset):
-    """A stream whose items gain ``features``: :obj:`fn` of the item's ``x`` as a numpy array
-    (``[..., N]``, the last channel dropped), computed in the loader's workers.
+    """A stream whose items gain ``features``: :obj:`fn` of the item's ``x`` as a numpy array,
+    computed in the loader's workers.
+
+    :obj:`fn` gets the maps in the layout of :mod:`pyg_sphere.inference`'s summaries: ``[m, N]``
+    from a single-channel stream, ``[m, C, N]`` (bins first) from a stream of ``C`` tomographic
+    bins, so that e.g. ``HistogramSummary(n_bins=C)`` or
+    ``TomographicPowerSpectrumSummary(nside, C, pixels=...)`` can be given as they are.
 
     Args:
         stream: A :class:`~pyg_sphere.datasets.FisherStream` or
-            :class:`~pyg_sphere.datasets.PriorStream` (or any stream of dict items).
-        fn (callable): ``[m, N]`` float32 array to ``[m, k]`` features, e.g. a
-            :class:`~pyg_sphere.inference.Summary`.
+            :class:`~pyg_sphere.datasets.PriorStream` (or any stream of dict items whose
+            ``x`` is ``[..., N, C]``).
+        fn (callable): float32 maps ``[m, N]`` (or ``[m, C, N]``) to features ``[m, k]``,
+            e.g. a :class:`~pyg_sphere.inference.Summary`.
     """
 
     def __init__(self, stream, fn: Callable) -> None:
@@ -59,9 +65,11 @@ class WithFeatures(IterableDataset):
 
     def __iter__(self):
         for item in self.stream:
-            x = item["x"][..., 0].numpy()
-            features = np.asarray(self.fn(x.reshape(-1, x.shape[-1])), dtype=np.float32)
-            item["features"] = torch.from_numpy(features.reshape(*x.shape[:-1], -1))
+            x = item["x"].numpy()  # [..., N, C]
+            lead, (n, c) = x.shape[:-2], x.shape[-2:]
+            maps = x.reshape(-1, n) if c == 1 else x.reshape(-1, n, c).transpose(0, 2, 1)
+            features = np.asarray(self.fn(maps), dtype=np.float32)
+            item["features"] = torch.from_numpy(features.reshape(*lead, -1))
             yield item
 
 
@@ -121,6 +129,24 @@ def _worker_context(num_workers: int) -> Optional[str]:
     return "spawn" if num_workers > 0 else None
 
 
+def _check_input_scale(scale, channels: int) -> torch.Tensor:
+    """The input scale as a float32 tensor ``[1]`` or ``[channels]``, positive and finite."""
+    try:
+        t = torch.as_tensor(scale, dtype=torch.float64).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if (
+        t is None
+        or len(t) not in (1, channels)
+        or not bool(torch.isfinite(t).all() & (t > 0).all())
+    ):
+        raise ValueError(
+            f"input_scale must be a positive number or one per input channel ({channels}), "
+            f"got {scale!r}"
+        )
+    return t.float()
+
+
 class _Compressor(pl.LightningModule):
     """What both compressors share: the network, its input scale, appended features, Adam,
     per-step seeds and the per-epoch history."""
@@ -128,22 +154,26 @@ class _Compressor(pl.LightningModule):
     #: The validation metric that selects the best epoch, and whether larger is better.
     monitor, monitor_mode = "", "max"
 
-    def __init__(self, model_config: dict, model_class: str, input_scale: float) -> None:
+    def __init__(self, model_config: dict, model_class: str, input_scale) -> None:
         super().__init__()
         self.model = build_model(model_class, model_config)
+        self._input_scale = _check_input_scale(input_scale, int(model_config["in_channels"]))
         self.history: list[dict] = []
         self._epoch_start = time.perf_counter()
         self._train_losses: list[float] = []
 
     def summaries(self, x: torch.Tensor, features: Optional[torch.Tensor] = None):
-        """The summaries of maps ``x`` ``[B, N, 1]`` (and their ``features`` ``[B, k]``)."""
+        """The summaries of maps ``x`` ``[B, N, C]`` (and their ``features`` ``[B, k]``)."""
         s = self._network(x)
         if features is None:
             return s
         return torch.cat([s, self._standardised(features)], dim=-1)
 
+    def _scaled(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self._input_scale.to(x.device, x.dtype)
+
     def _network(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x / self.hparams.input_scale)
+        return self.model(self._scaled(x))
 
     def _standardised(self, features: torch.Tensor) -> torch.Tensor:
         return features
@@ -212,7 +242,9 @@ class FisherCompressor(_Compressor):
             :class:`~pyg_sphere.nn.models.DeepSphere` with :math:`d` outputs).
         step (sequence of float): The finite-difference steps :math:`\delta_a` of the stream.
         model_class (str): Its class in :mod:`pyg_sphere.nn.models`. (default: ``'DeepSphere'``)
-        input_scale (float): Inputs are divided by it. (default: :obj:`1.0`)
+        input_scale (float or sequence of float): Inputs are divided by it: one number, or one
+            per input channel (tomographic bins differ in amplitude by several times).
+            (default: :obj:`1.0`)
         feature_mean (torch.Tensor, optional): :math:`\mu`, ``[k]``.
         feature_whitening (torch.Tensor, optional): :math:`W`, ``[k, k]``, e.g. the inverse
             Cholesky factor of the features' fiducial covariance.
@@ -222,7 +254,7 @@ class FisherCompressor(_Compressor):
         seed (int): Seed of the per-step randomness. (default: :obj:`0`)
 
     Shapes:
-        - **input:** maps :math:`(B, N, 1)`, features :math:`(B, k)` (hybrid)
+        - **input:** maps :math:`(B, N, C)`, features :math:`(B, k)` (hybrid)
         - **output:** summaries :math:`(B, d)` or :math:`(B, d + k)` (hybrid)
     """
 
@@ -234,7 +266,7 @@ class FisherCompressor(_Compressor):
         step: Sequence[float],
         *,
         model_class: str = "DeepSphere",
-        input_scale: float = 1.0,
+        input_scale=1.0,
         feature_mean: Optional[torch.Tensor] = None,
         feature_whitening: Optional[torch.Tensor] = None,
         lr: float = 1e-3,
@@ -261,12 +293,12 @@ class FisherCompressor(_Compressor):
         self._val: list[torch.Tensor] = []
 
     def _network(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.model(x / self.hparams.input_scale) - self.output_shift) / self.output_scale
+        return (self.model(self._scaled(x)) - self.output_shift) / self.output_scale
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
         """Sets the network outputs' shift and scale to their mean and standard deviation over
-        maps ``x`` ``[B, N, 1]``, so that training starts with summaries of unit covariance
+        maps ``x`` ``[B, N, C]``, so that training starts with summaries of unit covariance
         (a data-dependent initialisation, as ActNorm's): an untrained network's outputs vary
         by orders of magnitude less than one, and the loss's covariance regulariser would
         otherwise dominate the first steps. Done on the first training batch unless already
@@ -349,7 +381,7 @@ class PosteriorCompressor(_Compressor):
             :class:`~pyg_sphere.inference.NeuralPosterior` (``hidden``, ``transforms``, ...).
 
     Shapes:
-        - **input:** maps :math:`(B, N, 1)`
+        - **input:** maps :math:`(B, N, C)`
         - **output:** summaries :math:`(B, d)`
     """
 
@@ -361,7 +393,7 @@ class PosteriorCompressor(_Compressor):
         bounds,
         *,
         model_class: str = "DeepSphere",
-        input_scale: float = 1.0,
+        input_scale=1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         seed: int = 0,

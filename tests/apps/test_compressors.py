@@ -148,3 +148,40 @@ def test_posterior_compressor_vmim(tmp_path):
         s = rebuilt(torch.randn(2, model.num_nodes, 1) * 0.01)
         samples = rebuilt.posterior.sample(s, 50)
     assert samples.shape == (50, 2, 2)
+
+
+def test_tomographic_streams_channels_scales_and_features(tmp_path):
+    """Bins as channels: one input scale per bin, features of the bins-first maps, and a
+    compressor trained on them."""
+    from pyg_sphere.datasets import smail_bins
+
+    common = dict(nside=8, order=1, gaussian=True, bins=smail_bins(2))
+    train = FisherStream(**common, num_maps=4, seed=1)
+    val = FisherStream(**common, num_maps=4, seed=2, evaluation=True)
+    model = DeepSphere(2, 2, 8, pixels=train.patch_pixels(0), channels=(4,), K=3, pool="mean")
+    scale = (2e-3, 5e-3)
+    scaled = FisherCompressor(model.config, train.steps, input_scale=scale)
+    plain = FisherCompressor(model.config, train.steps)
+    plain.model.load_state_dict(scaled.model.state_dict())
+    x = torch.randn(3, model.num_nodes, 2) * 1e-3
+    with torch.no_grad():
+        assert torch.allclose(scaled(x), plain(x / torch.tensor(scale)))
+    for bad in ((1.0, 2.0, 3.0), (1.0, -1.0), "a"):
+        with pytest.raises(ValueError, match="one per input channel"):
+            FisherCompressor(model.config, train.steps, input_scale=bad)
+
+    items = list(val)
+    hist = HistogramSummary(bins=4, n_bins=2)
+    hist.fit(torch.stack([it["x"][0] for it in items]).permute(0, 2, 1).numpy())
+    with_features = list(WithFeatures(val, hist))
+    for it, wf in zip(items, with_features):
+        expected = hist(it["x"].permute(0, 2, 1).numpy())  # [5 variants, 2 bins, N]
+        np.testing.assert_allclose(wf["features"].numpy(), expected, rtol=1e-6)
+
+    module = FisherCompressor(model.config, train.steps, input_scale=scale)
+    trainer = make_trainer(str(tmp_path), max_epochs=1, monitor=module.monitor, quiet=True)
+    trainer.fit(module, datamodule=StreamDataModule(train, val, batch_size=24))
+    assert len(module.history) == 1 and math.isfinite(module.history[0]["val_log_det_fisher"])
+    rebuilt = FisherCompressor.load_from_checkpoint(best_checkpoint(trainer))
+    with torch.no_grad():
+        assert torch.allclose(rebuilt.eval()(x), module.eval()(x))
