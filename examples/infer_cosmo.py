@@ -34,6 +34,18 @@ stopped. At the end it prints the table and writes the page ``--docs`` and its f
         --n-observed 24 --train-maps 4 --epochs-first 1 --epochs 1 --hybrid-epochs 1 --noise 0 2 \\
         --channels 8 16 --out /tmp/infer --docs /tmp/infer/page.md
     python examples/infer_cosmo.py --accelerator gpu --nside 256 ...   # on a GPU
+    python examples/infer_cosmo.py --bins 4 --out runs/infer4 --docs runs/infer4/page.md
+
+**Tomographic maps.** With ``--bins C`` every map is ``C`` correlated convergence maps of
+source bins (a Smail n(z) split in ``C`` equipopulated bins,
+:func:`~pyg_sphere.datasets.smail_bins`; spectra from pyccl), fed to the network as ``C``
+channels, each divided by its own noiseless fiducial std. The noise is then shape noise in
+physical units: a level multiplies ``--sigma-e`` (0: noiseless; 1: sigma_e = 0.26 with
+``--n-gal`` 30 galaxies per arcmin^2 shared by the bins). The classical summaries become all
+auto- and cross-spectra of the bins
+(:class:`~pyg_sphere.inference.TomographicPowerSpectrumSummary`, ``--ps-bins`` multipole bins
+each) and one histogram and one peak count per bin; mode counting uses the analytic
+cross-spectrum Fisher matrix (:func:`~pyg_sphere.inference.tomographic_fisher_forecast`).
 
 This script takes too long to run for this page: its documented run wrote :doc:`/inference`,
 with this figure.
@@ -57,7 +69,12 @@ import time
 import numpy as np
 import torch
 
-from pyg_sphere.apps.compressors import FisherCompressor, StreamDataModule, WithFeatures
+from pyg_sphere.apps.compressors import (
+    FisherCompressor,
+    StreamDataModule,
+    WithFeatures,
+    summary_layout,
+)
 from pyg_sphere.apps.engine import best_checkpoint, make_trainer
 from pyg_sphere.datasets import (
     PRIOR_BOX,
@@ -65,18 +82,21 @@ from pyg_sphere.datasets import (
     PriorStream,
     convergence_cl,
     fiducial_patch_std,
+    smail_bins,
 )
 from pyg_sphere.inference import (
     HistogramSummary,
     NeuralPosterior,
     PeakCountSummary,
     PowerSpectrumSummary,
+    TomographicPowerSpectrumSummary,
     expected_coverage,
     figure_of_merit,
     fisher_ellipse,
     fisher_matrix,
     gaussian_cl_fisher,
     marginal_errors,
+    tomographic_fisher_forecast,
 )
 from pyg_sphere.nn import DeepSphere
 
@@ -94,7 +114,7 @@ SUMMARIES = CLASSICAL + tuple(COMBINED) + NETWORKS
 #: Summaries whose posteriors are estimated and tested.
 POSTERIORS = ("power spectrum", "PS + histogram", "DeepSphere", "hybrid")
 #: Seeds of the sets: distinct SeedSequence nodes, so no set shares a map with another.
-SEEDS = {"fisher": 101, "val": 102, "train": 103, "prior": 104, "observed": 105}
+SEEDS = {"fisher": 101, "val": 102, "train": 103, "prior": 104, "observed": 105, "scale": 106}
 LEVELS = (0.68, 0.95)
 
 
@@ -102,7 +122,33 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Fisher forecasts and posteriors of summaries.")
     p.add_argument("--nside", type=int, default=64)
     p.add_argument("--order", type=int, default=1, help="patch order: 12 order^2 patches per map")
-    p.add_argument("--noise", type=float, nargs="+", default=[0.0, 1.0, 2.0])
+    p.add_argument(
+        "--noise",
+        type=float,
+        nargs="+",
+        default=[0.0, 1.0, 2.0],
+        help="noise levels: std in units of the noiseless fiducial patches' std; with --bins, "
+        "multiples of --sigma-e",
+    )
+    p.add_argument(
+        "--bins",
+        type=int,
+        default=0,
+        help="tomographic source bins as channels (0: one source plane at z = 0.8)",
+    )
+    p.add_argument("--sigma-e", type=float, default=0.26, help="ellipticity dispersion (--bins)")
+    p.add_argument(
+        "--n-gal", type=float, default=30.0, help="galaxies per arcmin^2, all bins (--bins)"
+    )
+    p.add_argument(
+        "--ps-bins", type=int, default=None, help="multipole bins of the PS (10; 5 with --bins)"
+    )
+    p.add_argument(
+        "--hist-bins",
+        type=int,
+        default=None,
+        help="histogram bins per map (16; 8 per bin with --bins)",
+    )
     p.add_argument("--n-fisher", type=int, default=80, help="evaluation Fisher realisations")
     p.add_argument("--n-val", type=int, default=20, help="validation Fisher realisations")
     p.add_argument("--n-prior", type=int, default=800, help="prior maps for the posteriors")
@@ -115,8 +161,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--hybrid-batch-size",
         type=int,
-        default=96,
-        help="items per step of the hybrid (its batch covariance has 2 + 25 components)",
+        default=None,
+        help="items per step of the hybrid, whose batch covariance has outputs + PS + histogram "
+        "components (96; with --bins, 4 x the components)",
     )
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument(
@@ -133,15 +180,58 @@ def parse_args(argv=None):
     p.add_argument("--accelerator", default="cpu", help="cpu, gpu, ... (Lightning)")
     p.add_argument("--out", default="runs/infer")
     p.add_argument("--docs", default="docs/inference.md", help="page to write (and its .png)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.bins < 0:
+        p.error(f"--bins must be 0 (one source plane) or a number of bins, got {args.bins}")
+    tomographic = args.bins > 0
+    if args.ps_bins is None:
+        args.ps_bins = 5 if tomographic else 10
+    if args.hist_bins is None:
+        args.hist_bins = 8 if tomographic else 16
+    if args.hybrid_batch_size is None:
+        args.hybrid_batch_size = 4 * hybrid_components(args) if tomographic else 96
+    items = args.train_maps * 12 * args.order**2  # Fisher items per training epoch
+    for flag, size in (
+        ("--batch-size", args.batch_size),
+        ("--hybrid-batch-size", args.hybrid_batch_size),
+    ):
+        if size > items:
+            p.error(
+                f"{flag} {size} is more than the {items} items of an epoch (--train-maps "
+                f"{args.train_maps} x {12 * args.order**2} patches): raise --train-maps or "
+                f"lower {flag}"
+            )
+    if args.hybrid_batch_size <= hybrid_components(args):
+        p.error(
+            f"--hybrid-batch-size {args.hybrid_batch_size} must exceed the hybrid's "
+            f"{hybrid_components(args)} components (its batch covariance would be singular); "
+            f"give about 4x that"
+        )
+    return args
+
+
+def n_bins(args) -> int:
+    """Channels of the maps: the tomographic bins, or 1."""
+    return max(args.bins, 1)
+
+
+def hybrid_components(args) -> int:
+    """The hybrid's summary length: the network's outputs, the PS (every pair of bins) and one
+    histogram per bin (``hist_bins - 1`` fractions: the last one is 1 minus the others)."""
+    c = n_bins(args)
+    ps = c * (c + 1) // 2 * (len(ps_edges(args)) - 1)
+    return args.outputs + ps + c * (args.hist_bins - 1)
 
 
 # ----- data ------------------------------------------------------------------------------------
 def streams(kind: str, noise: float, args, scale: float) -> dict:
     """The sets of one setting, as streams: evaluation, validation and training Fisher
     realisations, prior maps for the posteriors and held-out prior maps (one patch each)."""
-    common = dict(nside=args.nside, order=args.order, gaussian=kind == "gaussian")
-    common.update(noise=noise, noise_scale=scale)
+    common = map_options(kind, args)
+    if args.bins:  # shape noise in physical units
+        common.update(sigma_e=noise * args.sigma_e, n_gal=args.n_gal if noise else None)
+    else:
+        common.update(noise=noise, noise_scale=scale)
     fixed = dict(common, evaluation=True)
     return {
         "fisher": FisherStream(**fixed, num_maps=args.n_fisher, seed=SEEDS["fisher"]),
@@ -154,45 +244,92 @@ def streams(kind: str, noise: float, args, scale: float) -> dict:
     }
 
 
+def map_options(kind: str, args) -> dict:
+    """What the maps of a setting are: resolution, patches, lognormal or Gaussian, the bins."""
+    options = dict(nside=args.nside, order=args.order, gaussian=kind == "gaussian")
+    if args.bins:
+        options["bins"] = smail_bins(args.bins)
+    return options
+
+
+def input_scale(kind: str, args):
+    """The networks' input unit: the std of noiseless fiducial patches, one per bin with
+    ``--bins`` (a lens bin at low redshift has several times less signal than the last bin),
+    measured on realisations of their own (seed ``SEEDS['scale']``)."""
+    if not args.bins:
+        return fiducial_patch_std(args.nside, gaussian=kind == "gaussian")
+    stream = FisherStream(
+        **map_options(kind, args), num_maps=8, seed=SEEDS["scale"], evaluation=True
+    )
+    x = np.stack([item["x"][0].numpy() for item in stream])  # [n, N, C]
+    return x.std(axis=(0, 1), dtype=np.float64).tolist()
+
+
 def collect(stream) -> dict:
-    """All items of a fixed stream as arrays: ``x`` [n, (5,) N], ``theta``, ``draw``."""
+    """All items of a fixed stream as arrays: ``x`` [n, (5,) N, C], ``theta``, ``draw``."""
     items = list(stream)
-    out = {k: torch.stack([it[k] for it in items]).numpy() for k in ("x", "theta", "draw")}
-    out["x"] = out["x"][..., 0]
-    return out
+    return {k: torch.stack([it[k] for it in items]).numpy() for k in ("x", "theta", "draw")}
 
 
 def classical_summaries(args, pixels, fit_x) -> dict:
-    """PS over every multipole of the maps, a 16-bin histogram and peak counts, fitted on
-    the prior maps (never on the evaluation set)."""
+    """PS over every multipole of the maps (all auto- and cross-spectra with --bins), a
+    histogram and peak counts (one per bin), fitted on the prior maps (never on the
+    evaluation set)."""
     import healpy as hp
 
     lmax = 3 * args.nside - 1
-    edges = ps_edges(args.nside)
+    edges = ps_edges(args)
     fwhm = 2 * hp.nside2resol(args.nside)
+    if args.bins:
+        c = args.bins
+        ps = TomographicPowerSpectrumSummary(
+            args.nside, c, bins=edges, lmax=lmax, pixels=pixels, iter=0
+        )
+    else:
+        c, ps = None, PowerSpectrumSummary(args.nside, pixels, bins=edges, lmax=lmax)
     summaries = {
-        "power spectrum": PowerSpectrumSummary(args.nside, pixels, bins=edges, lmax=lmax),
-        "histogram": HistogramSummary(bins=16),
-        "peaks": PeakCountSummary(args.nside, pixels, bins=8, fwhm=fwhm, percentiles=(2, 98)),
+        "power spectrum": ps,
+        "histogram": HistogramSummary(bins=args.hist_bins, n_bins=c),
+        "peaks": PeakCountSummary(
+            args.nside, pixels, bins=8, fwhm=fwhm, percentiles=(2, 98), n_bins=c
+        ),
     }
     for summary in summaries.values():
-        summary.fit(fit_x)
+        summary.fit(summary_layout(fit_x))
     return summaries
 
 
-def ps_edges(nside: int) -> np.ndarray:
-    """10 logarithmic multipole bins over 2 <= ell <= 3 nside - 1."""
-    return np.unique(np.geomspace(2, 3 * nside, 11).round().astype(int))
+def ps_edges(args) -> np.ndarray:
+    """``--ps-bins`` logarithmic multipole bins over 2 <= ell <= 3 nside - 1."""
+    edges = np.geomspace(2, 3 * args.nside, args.ps_bins + 1)
+    return np.unique(edges.round().astype(int))
 
 
-def mode_counting(args, noise_sigma: float) -> dict:
+def mode_counting(args, noise: float, scale: float) -> dict:
     """The analytic Fisher matrix of a Gaussian map's spectrum on a patch, by mode counting
     (f_sky = the patch's share of the sphere, white noise as N_ell): every multipole, and the
     PS's bins. An approximation for a patch; the simulated PS is a pseudo-spectrum, which
-    mixes modes and keeps less."""
+    mixes modes and keeps less. With ``--bins``, all auto- and cross-spectra and the
+    shape noise of each bin."""
     import healpy as hp
 
     lmax = 3 * args.nside - 1
+    f_sky = 1 / (12 * args.order**2)
+    if args.bins:
+        out = {}
+        for name, edges in (("every multipole", None), ("PS bins", ps_edges(args))):
+            f = tomographic_fisher_forecast(
+                *FIDUCIAL,
+                smail_bins(args.bins),
+                lmax,
+                sigma_e=noise * args.sigma_e,
+                n_gal=args.n_gal if noise else None,
+                f_sky=f_sky,
+                bin_edges=edges,
+                step=STEPS,
+            )
+            out[name] = {"fom": figure_of_merit(f), "sigma": marginal_errors(f).tolist()}
+        return out
     cl = convergence_cl(*FIDUCIAL, lmax)
     dcl = []
     for a, step in enumerate(STEPS):
@@ -200,22 +337,21 @@ def mode_counting(args, noise_sigma: float) -> dict:
         up[a] += step
         down[a] -= step
         dcl.append((convergence_cl(*up, lmax) - convergence_cl(*down, lmax)) / (2 * step))
-    noise_cl = noise_sigma**2 * hp.nside2pixarea(args.nside)
-    f_sky = 1 / (12 * args.order**2)
+    noise_cl = (noise * scale) ** 2 * hp.nside2pixarea(args.nside)
     out = {}
-    for name, edges in (("every multipole", None), ("PS bins", ps_edges(args.nside))):
+    for name, edges in (("every multipole", None), ("PS bins", ps_edges(args))):
         f = gaussian_cl_fisher(np.array(dcl), cl, noise_cl, f_sky, bin_edges=edges)
         out[name] = {"fom": figure_of_merit(f), "sigma": marginal_errors(f).tolist()}
     return out
 
 
 def apply(fn, x: np.ndarray) -> np.ndarray:
-    """A summary of ``x`` [..., N] (Fisher sets [n, 5, N]) as [..., d]."""
-    return np.asarray(fn(x.reshape(-1, x.shape[-1]))).reshape(*x.shape[:-1], -1)
+    """A summary of ``x`` [..., N, C] (Fisher sets [n, 5, N, C]) as [..., d]."""
+    return np.asarray(fn(summary_layout(x))).reshape(*x.shape[:-2], -1)
 
 
 def features_fn(summaries: dict):
-    """PS + histogram of patches, the hybrid's appended features."""
+    """PS + histogram of patches (in the summaries' layout), the hybrid's appended features."""
 
     def fn(x: np.ndarray) -> np.ndarray:
         return np.concatenate([summaries["power spectrum"](x), summaries["histogram"](x)], -1)
@@ -236,7 +372,12 @@ def train_network(name, sets, args, scale, init, log, features=None, arrays=None
     torch.manual_seed(args.seed)
     pixels = sets["train"].patch_pixels(0)
     model = DeepSphere(
-        1, args.outputs, args.nside, pixels=pixels, channels=tuple(args.channels), pool=args.pool
+        n_bins(args),
+        args.outputs,
+        args.nside,
+        pixels=pixels,
+        channels=tuple(args.channels),
+        pool=args.pool,
     )
     extra = {}
     train, val = sets["train"], sets["val"]
@@ -276,15 +417,19 @@ def train_network(name, sets, args, scale, init, log, features=None, arrays=None
 
 @torch.no_grad()
 def network_values(path: str, x: np.ndarray, features=None) -> np.ndarray:
-    """The summaries of patches ``x`` [..., N] by the compressor of a checkpoint."""
+    """The summaries of patches ``x`` [..., N, C] by the compressor of a checkpoint."""
     module = FisherCompressor.load_from_checkpoint(path, map_location="cpu").eval()
-    flat = x.reshape(-1, x.shape[-1])
+    flat = x.reshape(-1, *x.shape[-2:])
     out = []
     for i in range(0, len(flat), 256):
-        xb = torch.as_tensor(flat[i : i + 256], dtype=torch.float32)[..., None]
-        fb = None if features is None else torch.as_tensor(features(flat[i : i + 256]))
+        xb = torch.as_tensor(flat[i : i + 256], dtype=torch.float32)
+        fb = (
+            None
+            if features is None
+            else torch.as_tensor(features(summary_layout(flat[i : i + 256])))
+        )
         out.append(module(xb, None if fb is None else fb.float()).double().numpy())
-    return np.concatenate(out).reshape(*x.shape[:-1], -1)
+    return np.concatenate(out).reshape(*x.shape[:-2], -1)
 
 
 # ----- Fisher forecasts and posteriors ---------------------------------------------------------
@@ -344,7 +489,7 @@ def posterior(values: dict, arrays: dict, args, bounds) -> dict:
 
 def run_setting(kind, noise, args, log, init) -> dict:
     """Every summary of one setting (maps, noise): forecasts and posteriors."""
-    scale = fiducial_patch_std(args.nside, gaussian=kind == "gaussian")
+    scale = input_scale(kind, args)
     sets = streams(kind, noise, args, scale)
     t = time.perf_counter()
     arrays = {k: collect(sets[k]) for k in ("fisher", "val", "prior", "observed")}
@@ -401,10 +546,10 @@ def run_setting(kind, noise, args, log, init) -> dict:
         log(line)
     return {
         "summaries": results,
-        "mode_counting": mode_counting(args, noise * scale) if kind == "gaussian" else None,
+        "mode_counting": mode_counting(args, noise, scale) if kind == "gaussian" else None,
         "models": paths,
         "train_seconds": train_seconds,
-        "noise_sigma": noise * scale,
+        "noise_sigma": sets["fisher"].sigma.tolist() if args.bins else noise * scale,
         "n_fisher_patches": len(arrays["fisher"]["x"]),
         "n_prior_patches": len(arrays["prior"]["x"]),
         "n_observed": len(arrays["observed"]["x"]),
@@ -548,6 +693,8 @@ def plot_posteriors(results: dict, path: str) -> None:
 
 def write_page(results: dict, args, argv, path: str) -> None:
     figure = osp.join(osp.dirname(path), "inference_posteriors.png")
+    per_pair = ", every auto- and cross-spectrum of the bins" if args.bins else ""
+    per_bin = ", one per bin" if args.bins else ""
     plot_posteriors(results, figure)
     r = results
     goals = "\n".join(f"- {line}" for line in goal_lines(results))
@@ -564,10 +711,10 @@ python examples/infer_cosmo.py {" ".join(argv)}
 
 ## What is compared
 
-- **Classical summaries**: the power spectrum (PS, 10 logarithmic bins of ℓ(ℓ+1)C_ℓ over
-  2 ≤ ℓ ≤ {3 * args.nside - 1}, every multipole of the maps), a 16-bin histogram, peak counts
-  (8 height bins of the local maxima after a two-pixel smoothing), and PS + histogram, PS +
-  peaks, PS + histogram + peaks.
+- **Classical summaries**: the power spectrum (PS, {len(ps_edges(args)) - 1} logarithmic bins
+  of ℓ(ℓ+1)C_ℓ over 2 ≤ ℓ ≤ {3 * args.nside - 1}, every multipole of the maps{per_pair}), a
+  histogram of {args.hist_bins} bins{per_bin}, peak counts (8 height bins of the local maxima after
+  a two-pixel smoothing{per_bin}), and PS + histogram, PS + peaks, PS + histogram + peaks.
 - **DeepSphere**: `DeepSphere(channels={tuple(args.channels)}, K=5, pool='{args.pool}')` with
   {args.outputs} outputs, trained with `pyg_sphere.inference.fisher_information_loss`
   (−ln det F of the batch plus the IMNN covariance regulariser) on fresh simulations
@@ -580,12 +727,11 @@ python examples/infer_cosmo.py {" ".join(argv)}
 - **Hybrid**: the same network with PS + histogram appended (whitened by their validation
   covariance), the Fisher information of the whole vector maximised, started from the
   DeepSphere network of its noise level: {args.hybrid_epochs} epochs at learning rate
-  {args.hybrid_lr:g}, batches of {args.hybrid_batch_size} (its covariance has 2 + 25
-  components).
+  {args.hybrid_lr:g}, batches of {args.hybrid_batch_size} (its covariance has
+  {hybrid_components(args)} components).
 - Maps: shifted lognormal fields (and Gaussian ones for the sanity rows), nside {args.nside},
   patches of order {args.order} ({12 * args.order**2} per map,
-  {(args.nside // args.order) ** 2} pixels). Noise: white, std = noise × the std of the
-  noiseless fiducial patches.
+  {(args.nside // args.order) ** 2} pixels). {maps_text(args)}
 - **Fisher forecasts**: {args.n_fisher} held-out realisations at the fiducial (Ωm, σ8) =
   {FIDUCIAL} and ±{STEPS} ({first["n_fisher_patches"]} fiducial patches), Hartlap-corrected;
   errors: standard deviations over {args.bootstrap} bootstrap resamplings of the realisations
@@ -633,6 +779,18 @@ classical summaries and the posteriors' flows stay on the CPU; with more CPU cor
     with open(path + ".part", "w") as f:
         f.write(text)
     os.replace(path + ".part", path)
+
+
+def maps_text(args) -> str:
+    """What the maps and their noise are, for the page."""
+    if not args.bins:
+        return "Noise: white, std = noise × the std of the noiseless fiducial patches."
+    return (
+        f"{args.bins} tomographic source bins as channels (a Smail n(z) in equipopulated bins, "
+        f"`pyg_sphere.datasets.smail_bins({args.bins})`, spectra from pyccl), each divided by "
+        f"its noiseless fiducial std. Noise: shape noise, σ_e = noise × {args.sigma_e:g} with "
+        f"{args.n_gal:g} galaxies per arcmin² shared by the bins (σ_e / √(n_i Ω_pix) per pixel)."
+    )
 
 
 def sanity(results: dict) -> str:

@@ -326,6 +326,56 @@ def test_infer_cosmo(tmp_path):
     assert proc.returncode != 0 and "other options" in proc.stderr
 
 
+def test_infer_cosmo_tomographic(tmp_path):
+    """--bins: maps of 2 source bins as channels of the network, every auto- and cross-spectrum
+    as the PS, one histogram per bin, shape noise, the analytic cross-spectrum Fisher matrix
+    as the Gaussian rows' reference."""
+    args = "--nside 16 --n-fisher 8 --n-val 4 --n-prior 16 --n-observed 24 --train-maps 4"
+    args += " --epochs-first 1 --epochs 1 --hybrid-epochs 1 --noise 0 2 --channels 8 16"
+    args = args.split() + ["--bins", 2, "--hybrid-batch-size", 40, "--bootstrap", 10]
+    args += ["--samples", 100, "--threads", 1, "--workers", 0, "--out", tmp_path / "run"]
+    args += ["--docs", tmp_path / "page.md"]
+    out = run_example("infer_cosmo.py", *args, cwd=tmp_path)
+    state = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert state["settings"]["bins"] == 2
+    assert list(state["levels"]) == ["lognormal|0", "lognormal|2", "gaussian|0"]
+    # shape noise in physical units, one std per bin: sigma_e / sqrt(n_i Omega_pix)
+    noisy = state["levels"]["lognormal|2"]["noise_sigma"]
+    n_i = 30.0 / 2 * hp.nside2pixarea(16, degrees=True) * 3600
+    assert noisy == pytest.approx([2 * 0.26 / np.sqrt(n_i)] * 2, rel=1e-6)
+    assert state["levels"]["lognormal|0"]["noise_sigma"] == [0.0, 0.0]
+    ps = [state["levels"][f"lognormal|{n}"]["summaries"]["power spectrum"]["fom"] for n in (0, 2)]
+    assert ps[0] > ps[1] > 0
+    modes = state["levels"]["gaussian|0"]["mode_counting"]
+    assert modes["every multipole"]["fom"] >= modes["PS bins"]["fom"] > 0
+    # the networks take the bins as channels
+    import torch
+
+    ckpt = torch.load(
+        state["levels"]["lognormal|0"]["models"]["DeepSphere"],
+        map_location="cpu",
+        weights_only=False,
+    )
+    config = ckpt["hyper_parameters"]["model_config"]
+    assert config["in_channels"] == 2
+    assert len(ckpt["hyper_parameters"]["input_scale"]) == 2
+    assert "| lognormal | 2 | hybrid |" in out
+    page = (tmp_path / "page.md").read_text()
+    assert "2 tomographic source bins as channels" in page and "cross-spectrum" in page
+    # a hybrid batch too small for its covariance is refused before anything runs
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    small = [*map(str, args[:-4]), "--out", str(tmp_path / "x"), "--hybrid-batch-size", "24"]
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "infer_cosmo.py"), *small],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "31 components" in proc.stderr
+
+
 def test_tomographic_survey(tmp_path):
     out = run_example(
         "tomographic_survey.py", "--nside", 32, "--maps", 2, "--order", 1, cwd=tmp_path

@@ -34,16 +34,37 @@ from torch.utils.data import DataLoader, IterableDataset
 from pyg_sphere.apps.engine import build_model, pl, seed_step
 from pyg_sphere.inference import NeuralPosterior, fisher_information_loss, summary_fisher
 
-__all__ = ["WithFeatures", "StreamDataModule", "FisherCompressor", "PosteriorCompressor"]
+__all__ = [
+    "WithFeatures",
+    "StreamDataModule",
+    "FisherCompressor",
+    "PosteriorCompressor",
+    "summary_layout",
+]
+
+
+def summary_layout(x: np.ndarray) -> np.ndarray:
+    """Maps ``x`` ``[..., N, C]`` (the streams' and the networks' layout) in the layout of
+    :mod:`pyg_sphere.inference`'s summaries: ``[m, N]`` when ``C == 1``, ``[m, C, N]`` (bins
+    first) otherwise, ``m`` the product of the leading dimensions.
+
+    Example:
+        >>> summary_layout(np.zeros((2, 5, 48, 1))).shape  # 2 Fisher items, one channel
+        (10, 48)
+        >>> summary_layout(np.zeros((3, 48, 4))).shape  # 3 patches of 4 bins
+        (3, 4, 48)
+    """
+    n, c = x.shape[-2:]
+    return x.reshape(-1, n) if c == 1 else x.reshape(-1, n, c).transpose(0, 2, 1)
 
 
 class WithFeatures(IterableDataset):
     """A stream whose items gain ``features``: :obj:`fn` of the item's ``x`` as a numpy array,
     computed in the loader's workers.
 
-    :obj:`fn` gets the maps in the layout of :mod:`pyg_sphere.inference`'s summaries: ``[m, N]``
-    from a single-channel stream, ``[m, C, N]`` (bins first) from a stream of ``C`` tomographic
-    bins, so that e.g. ``HistogramSummary(n_bins=C)`` or
+    :obj:`fn` gets the maps in the layout of :mod:`pyg_sphere.inference`'s summaries
+    (:func:`summary_layout`): ``[m, N]`` from a single-channel stream, ``[m, C, N]`` (bins
+    first) from a stream of ``C`` tomographic bins, so that e.g. ``HistogramSummary(n_bins=C)`` or
     ``TomographicPowerSpectrumSummary(nside, C, pixels=...)`` can be given as they are.
 
     Args:
@@ -66,10 +87,8 @@ class WithFeatures(IterableDataset):
     def __iter__(self):
         for item in self.stream:
             x = item["x"].numpy()  # [..., N, C]
-            lead, (n, c) = x.shape[:-2], x.shape[-2:]
-            maps = x.reshape(-1, n) if c == 1 else x.reshape(-1, n, c).transpose(0, 2, 1)
-            features = np.asarray(self.fn(maps), dtype=np.float32)
-            item["features"] = torch.from_numpy(features.reshape(*lead, -1))
+            features = np.asarray(self.fn(summary_layout(x)), dtype=np.float32)
+            item["features"] = torch.from_numpy(features.reshape(*x.shape[:-2], -1))
             yield item
 
 
