@@ -8,6 +8,7 @@ Usage::
     pyg-sphere-simulate --design prior --out data/prior --n-maps 1000 --nside 256
     pyg-sphere-simulate --design fisher --out data/fisher --n-maps 100 --nside 256 \
         --fiducial 0.31 0.82 --steps 0.02 0.02
+    pyg-sphere-simulate --design prior --out data/prior4 --n-maps 1000 --nside 256 --bins 4
 
 writes ``OUT/raw/*.fits`` and ``OUT/raw/manifest.csv``, the layout that
 :class:`pyg_sphere.datasets.ConvergenceMaps` reads. Three designs:
@@ -19,6 +20,12 @@ writes ``OUT/raw/*.fits`` and ``OUT/raw/manifest.csv``, the layout that
   (:func:`pyg_sphere.datasets.simulate_prior_maps`);
 * ``fisher``: ``--n-maps`` realisations at ``--fiducial`` and fiducial +- ``--steps``,
   five maps sharing one Gaussian draw (:func:`pyg_sphere.datasets.simulate_fisher_maps`).
+
+With ``--bins C`` the prior and fisher designs are tomographic: the Smail n(z) of
+:func:`pyg_sphere.datasets.smail_bins` split into ``C`` bins of equal galaxy numbers, each file
+holding the ``C`` correlated, noiseless maps of the bins as its columns (``KAPPA_BIN1``, ...);
+read them back with ``ConvergenceMaps(OUT, field=tuple(range(C)))``. The classes design has
+no tomographic variant.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from pyg_sphere.datasets import (
     simulate_convergence_maps,
     simulate_fisher_maps,
     simulate_prior_maps,
+    smail_bins,
 )
 
 DESIGNS = ("classes", "prior", "fisher")
@@ -45,6 +53,7 @@ _ONLY = {
     "box": ("prior",),
     "fiducial": ("fisher",),
     "steps": ("fisher",),
+    "bins": ("prior", "fisher"),
 }
 _DEFAULT_SPLIT = {"classes": (0.6, 0.2, 0.2), "prior": (0.8, 0.1, 0.1), "fisher": (0.0, 0.0, 1.0)}
 
@@ -55,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     Example::
 
         >>> args = build_parser().parse_args(["--out", "d", "--n-per-class", "2", "--nside", "8"])
-        >>> args.design, args.seed, args.split, args.nest
-        ('classes', 0, None, False)
+        >>> args.design, args.seed, args.split, args.nest, args.bins
+        ('classes', 0, None, False, None)
     """
     parser = argparse.ArgumentParser(
         prog="pyg-sphere-simulate",
@@ -124,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="design fisher: finite-difference steps in Omega_m and sigma_8 (default 0.02 0.02)",
     )
     parser.add_argument(
+        "--bins",
+        type=int,
+        default=None,
+        metavar="C",
+        help="designs prior and fisher: tomographic maps of C source bins (the Smail n(z) split "
+        "into C bins of equal galaxy numbers), one FITS column each (default: one map at "
+        "source redshift 0.8)",
+    )
+    parser.add_argument(
         "--split",
         type=float,
         nargs=3,
@@ -171,6 +189,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             option = "--" + dest.replace("_", "-")
             allowed = " or ".join(designs)
             parser.error(f"{option} applies to --design {allowed}, not {args.design}")
+    if args.bins is not None and args.bins < 1:
+        parser.error(f"--bins must be a number of tomographic bins >= 1, got {args.bins}")
     count = "n_per_class" if args.design == "classes" else "n_maps"
     if getattr(args, count) is None:
         parser.error(f"--design {args.design} needs --{count.replace('_', '-')}")
@@ -182,6 +202,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         progress=not args.no_progress,
     )
     try:
+        if args.bins is not None:
+            common["bins"] = smail_bins(args.bins)
         if args.design == "classes":
             manifest = simulate_convergence_maps(
                 args.out,
@@ -210,7 +232,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             n = 5 * args.n_maps
     except ValueError as err:
         parser.error(str(err))
-    print(f"wrote {n} maps and {manifest}", file=sys.stderr)
+    columns = "" if args.bins is None else f" of {args.bins} bins"
+    print(f"wrote {n} maps{columns} and {manifest}", file=sys.stderr)
     return 0
 
 

@@ -24,6 +24,13 @@ file names that :func:`~pyg_sphere.datasets.simulate_fisher_maps` writes
 
 Parameters are read in double precision from the manifest (the dataset's items hold them in
 float32) when it still lists the processed files, else from the items.
+
+Channels: a patch is ``x`` as the dataset serves it, ``[N]`` for one channel (the layout of
+one-map collections) and ``[N, C]`` for several, e.g. the tomographic bins of
+``simulate_fisher_maps(..., bins=smail_bins(C))`` read with ``ConvergenceMaps(root,
+field=tuple(range(C)))`` (and the observed channel, last, with ``observed_channel=True``). The
+tomographic summaries of :mod:`pyg_sphere.inference` take maps ``[m, C, N]``: summarise
+several channels with ``arrays.summarise(lambda x: summary(x.swapaxes(1, 2)))``.
 """
 
 from __future__ import annotations
@@ -53,9 +60,11 @@ class FisherArrays:
     each parameter, from the same Gaussian draw.
 
     Attributes:
-        fiducial: the fiducial patches, ``[n, N]`` (or summaries ``[n, d]``).
-        plus: the patches at fiducial + step of each parameter, ``[n, p, N]``.
-        minus: the patches at fiducial - step, ``[n, p, N]``.
+        fiducial: the fiducial patches, ``[n, N]``, or ``[n, N, C]`` for patches of C > 1
+            channels (or summaries ``[n, d]``).
+        plus: the patches at fiducial + step of each parameter, ``[n, p, N]`` (``[n, p, N,
+            C]``).
+        minus: the patches at fiducial - step, ``[n, p, N]`` (``[n, p, N, C]``).
         step: the steps, float64 ``[p]``.
         theta: the fiducial parameters, float64 ``[p]``.
         parameters: the names of the p parameters (``'omega_m'``, ``'sigma_8'``).
@@ -80,19 +89,21 @@ class FisherArrays:
 
     def summarise(self, summary: Callable) -> "FisherArrays":
         """The same design with every patch replaced by ``summary(patches)`` (a callable from
-        ``[m, N]`` to ``[m, d]``, e.g. a :class:`pyg_sphere.inference.Summary`), applied once to
-        the fiducial patches and once to all twins."""
+        ``[m, N]``, or ``[m, N, C]`` for several channels, to ``[m, d]``, e.g. a
+        :class:`pyg_sphere.inference.Summary`), applied once to the fiducial patches and once
+        to all twins."""
         n, p = self.plus.shape[:2]
         fiducial = np.asarray(summary(self.fiducial))
-        twins = np.asarray(
-            summary(np.concatenate([self.plus, self.minus], 1).reshape(2 * n * p, -1))
-        )
+        # keep the patch's own shape ([N] or [N, C]): only the (n, 2p) rows are flattened
+        twins = np.concatenate([self.plus, self.minus], 1)
+        twins = np.asarray(summary(twins.reshape((2 * n * p,) + twins.shape[2:])))
         twins = twins.reshape(n, 2 * p, -1)
         return replace(self, fiducial=fiducial, plus=twins[:, :p], minus=twins[:, p:])
 
     def fisher_args(self) -> tuple:
         """``(fiducial, plus, minus, step)`` in the layout of
-        :func:`pyg_sphere.inference.fisher_matrix` (``plus`` and ``minus`` as ``[p, n, d]``)."""
+        :func:`pyg_sphere.inference.fisher_matrix` (``plus`` and ``minus`` as ``[p, n, d]``;
+        summarise patches first)."""
         return self.fiducial, self.plus.swapaxes(0, 1), self.minus.swapaxes(0, 1), self.step
 
     def __repr__(self) -> str:
@@ -109,7 +120,8 @@ class PriorArrays:
     """The patches of a collection with their parameters (a prior design).
 
     Attributes:
-        x: the patches, ``[n, N]`` (or summaries ``[n, d]``).
+        x: the patches, ``[n, N]``, or ``[n, N, C]`` for patches of C > 1 channels (or
+            summaries ``[n, d]``).
         theta: the parameters of every patch, float64 ``[n, p]``.
         parameters: the names of the p parameters.
         map_id: the map of every row (its row in the manifest), int64 ``[n]``.
@@ -128,7 +140,8 @@ class PriorArrays:
         return len(self.x)
 
     def summarise(self, summary: Callable) -> "PriorArrays":
-        """The same patches replaced by ``summary(x)`` (``[n, N]`` to ``[n, d]``)."""
+        """The same patches replaced by ``summary(x)`` (``[n, N]`` or ``[n, N, C]`` to ``[n,
+        d]``)."""
         return replace(self, x=np.asarray(summary(self.x)))
 
     def __repr__(self) -> str:
@@ -167,7 +180,8 @@ def fisher_arrays(dataset, *, realisation: Optional[Sequence[int]] = None) -> Fi
 
     Shapes:
         - **output:** fiducial [n, N], plus [n, p, N], minus [n, p, N], step [p], n =
-          realisations x patches, N pixels per patch
+          realisations x patches, N pixels per patch; with C > 1 channels per pixel (``x``
+          [N, C], e.g. tomographic bins): fiducial [n, N, C], plus and minus [n, p, N, C]
 
     Example:
         >>> import tempfile
@@ -251,7 +265,8 @@ def prior_arrays(dataset) -> PriorArrays:
         ValueError: maps without parameters (the message names them).
 
     Shapes:
-        - **output:** x [n, N], theta [n, p]
+        - **output:** x [n, N] (one channel) or [n, N, C] (C > 1 channels per pixel, e.g.
+          tomographic bins), theta [n, p]
 
     Example:
         >>> import tempfile
@@ -284,7 +299,8 @@ def prior_arrays(dataset) -> PriorArrays:
 
 # ----- helpers ----------------------------------------------------------------------------------
 def _read_items(dataset) -> dict:
-    """Every item's patch and fields, once."""
+    """Every item's patch ([N] for one channel, as before channels existed, else [N, C]) and
+    fields, once."""
     for attr in ("classes", "files", "num_patches", "raw_dir"):
         if not hasattr(dataset, attr):
             raise TypeError(
@@ -296,7 +312,8 @@ def _read_items(dataset) -> dict:
     xs, map_id, patch_id, omega_m, sigma_8, y_of_map = [], [], [], {}, {}, {}
     for data in dataset:
         m = int(data.map_id)
-        xs.append(data.x[:, 0].numpy())
+        x = data.x.numpy()
+        xs.append(x[:, 0] if x.shape[1] == 1 else x)
         map_id.append(m)
         patch_id.append(int(data.patch_id))
         omega_m[m], sigma_8[m], y_of_map[m] = float(data.omega_m), float(data.sigma_8), int(data.y)

@@ -29,6 +29,20 @@ Randomness: the Gaussian draw of map ``i`` of a prior design made with ``seed`` 
 ``map_rng(seed, FISHER_STREAM, i)`` (streams distinct from those of the two-class
 collections, whose labels are 0 and 1); the Latin hypercube is drawn from
 ``numpy.random.default_rng(seed)``.
+
+**Tomographic designs.** With ``bins=`` (a :class:`~pyg_sphere.datasets.SourceBins`, e.g.
+``smail_bins(4)``) every file holds the correlated, noiseless maps of the bins instead of one
+map at source redshift 0.8, those of :func:`~pyg_sphere.datasets.simulate_tomographic_maps`
+with the same generators, one FITS column per bin (``KAPPA_BIN1``, ``KAPPA_BIN2``, ...). The
+header has the cards above, with one shift per bin (``KSHIFT1``, ``KSHIFT2``, ...) instead of
+``KSHIFT``, plus ``NBINS`` and, per bin ``k``, its mean redshift ``ZMEAN{k}``, its share of the
+galaxies ``NZFRAC{k}`` and, for bins cut at edges
+(:func:`~pyg_sphere.datasets.tomography.equipopulated_bins`; photometric edges with photo-z
+scatter), the edges ``ZLO{k}`` and ``ZHI{k}``: a summary of the bins, not their n(z), which
+stays with the :class:`~pyg_sphere.datasets.SourceBins` you passed. Shape noise is left out,
+as for one bin: add it when training
+(:func:`~pyg_sphere.datasets.tomography.shape_noise_std`). Read the ``C`` columns back as the
+channels of ``x`` [N, C] with ``ConvergenceMaps(root, field=tuple(range(C)))``.
 """
 
 from __future__ import annotations
@@ -42,6 +56,8 @@ import numpy as np
 
 from .._validate import check_int, check_nside, check_positive
 from ._manifest import MANIFEST, MANIFEST_COLUMNS, SPLITS, check_split_fractions, write_manifest
+from ._tomography_bins import SourceBins
+from ._tomography_spectra import _check_bins, _lognormal_shifts
 from .convergence_spectra import (
     PARAMETERS,
     PRIOR_BOX,
@@ -57,6 +73,7 @@ from .lognormal_maps import (
     map_rng,
     simulate_cosmology_map,
 )
+from .tomography import simulate_tomographic_maps
 
 __all__ = [
     "FISHER_VARIANTS",
@@ -152,15 +169,40 @@ def _check_gaussian(gaussian) -> bool:
     return bool(gaussian)
 
 
-def _header(design, label, omega_m, sigma_8, gaussian, seed, index, lmax) -> list:
+def _header(design, label, omega_m, sigma_8, gaussian, seed, index, lmax, bins=None) -> list:
     header = [("DESIGN", design)]
     if label is not None:
         header.append(("LABEL", label))
     header += [("OMEGA_M", omega_m), ("SIGMA_8", sigma_8)]
     if not gaussian:
-        header.append(("KSHIFT", lognormal_shift(omega_m)))
+        if bins is None:
+            header.append(("KSHIFT", lognormal_shift(omega_m)))
+        else:  # the shifts simulate_tomographic_maps uses by default, one per bin
+            shifts = _lognormal_shifts(omega_m, bins)
+            header += [(f"KSHIFT{k + 1}", float(v)) for k, v in enumerate(shifts)]
     header += [("GAUSSIAN", gaussian), ("SEED", seed), ("MAPID", index), ("LMAX", lmax)]
+    if bins is not None:
+        header += _bins_header(bins)
     return header
+
+
+def _bins_header(bins: SourceBins) -> list:
+    """Header cards that say what the columns are: a summary of the bins (their n(z) do not
+    fit in a header)."""
+    cards = [("NBINS", bins.n_bins, "tomographic bins, one column each")]
+    for k, (z, f) in enumerate(zip(bins.mean_z, bins.fractions)):
+        cards.append((f"ZMEAN{k + 1}", float(z), f"mean redshift of bin {k + 1}"))
+        cards.append((f"NZFRAC{k + 1}", float(f), f"share of the galaxies in bin {k + 1}"))
+    if bins.edges is not None and len(bins.edges) == bins.n_bins + 1:
+        for k in range(bins.n_bins):
+            lo, hi = float(bins.edges[k]), float(bins.edges[k + 1])
+            cards.append((f"ZLO{k + 1}", lo, f"lower (photo-)z edge of bin {k + 1}"))
+            cards.append((f"ZHI{k + 1}", hi, f"upper (photo-)z edge of bin {k + 1}"))
+    return cards
+
+
+def _column_names(n_bins: int) -> list[str]:
+    return [f"KAPPA_BIN{k + 1}" for k in range(n_bins)]
 
 
 def simulate_prior_maps(
@@ -175,6 +217,7 @@ def simulate_prior_maps(
     nest: bool = False,
     lmax: int | None = None,
     progress: bool = True,
+    bins: SourceBins | None = None,
 ) -> Path:
     """Simulate one map at each point of a Latin hypercube over a prior box, for regression
     of (Omega_m, sigma_8) with :class:`~pyg_sphere.datasets.ConvergenceMaps`.
@@ -193,6 +236,15 @@ def simulate_prior_maps(
     as long as the rest of a map at nside 256, 40% of it at nside 1024
     (``docs/benchmarks.md``, column "C_l^g once").
 
+    With ``bins``, file ``i`` holds one column per bin (``KAPPA_BIN1``, ...), equal to
+    ``simulate_tomographic_maps(nside, *theta[i], bins, rng=map_rng(seed, PRIOR_STREAM, i),
+    gaussian=gaussian, lmax=lmax, nest=nest)`` cast to float32: noiseless (add shape noise at
+    training time), the bins' spectra and shifts from pyccl, computed for each map's cosmology
+    (about half a second with 2 to 4 bins). The box must stay inside the tabulated range even
+    though pyccl would accept any Omega_m in (0.05, 1) and sigma_8 in (0, 3): one- and
+    several-bin designs (and :class:`~pyg_sphere.datasets.PriorStream`) cover the same
+    cosmologies. The header cards are listed in the module documentation.
+
     Args:
         out_dir: dataset root; maps go to ``out_dir/raw/`` (created if needed).
         n_maps: number of maps (design points, >= 1).
@@ -205,6 +257,10 @@ def simulate_prior_maps(
         nest: write NESTED maps (default RING).
         lmax: band limit of the Gaussian field (default ``3 * nside - 1``, at most 6144).
         progress: show a tqdm progress bar.
+        bins: tomographic source bins (a :class:`~pyg_sphere.datasets.SourceBins`, e.g.
+            ``smail_bins(4)``): write the ``C = bins.n_bins`` correlated maps of the bins as
+            the ``C`` columns of each file, read back with ``ConvergenceMaps(root,
+            field=tuple(range(C)))``. Default ``None``: one map at source redshift 0.8.
 
     Returns:
         Path of the manifest, ``out_dir/raw/manifest.csv``.
@@ -228,6 +284,7 @@ def simulate_prior_maps(
     fractions = check_split_fractions(split_fractions)
     gaussian = _check_gaussian(gaussian)
     lmax = _resolve_lmax(nside, lmax, _table_lmax())
+    bins = None if bins is None else _check_bins(bins)
     theta = latin_hypercube(n_maps, box, seed)
 
     counts = _split_counts(n_maps, fractions)
@@ -235,10 +292,10 @@ def simulate_prior_maps(
     jobs = []
     for i, (om, s8) in enumerate(theta):
         om, s8 = float(om), float(s8)
-        header = _header("prior", None, om, s8, gaussian, seed, i, lmax)
+        header = _header("prior", None, om, s8, gaussian, seed, i, lmax, bins)
         rows = (f"prior_{i:05d}.fits", repr(om), repr(s8), split_of[i])
         jobs.append((rows, om, s8, map_rng(seed, PRIOR_STREAM, i), header))
-    return _write(out_dir, jobs, PRIOR_COLUMNS, nside, gaussian, nest, lmax, progress)
+    return _write(out_dir, jobs, PRIOR_COLUMNS, nside, gaussian, nest, lmax, progress, bins)
 
 
 def _fisher_cosmologies(fiducial, steps, *, zero_steps: bool = False) -> list[tuple[float, float]]:
@@ -291,6 +348,7 @@ def simulate_fisher_maps(
     nest: bool = False,
     lmax: int | None = None,
     progress: bool = True,
+    bins: SourceBins | None = None,
 ) -> Path:
     r"""Simulate maps for a Fisher forecast: ``n_maps`` realisations, each at the fiducial
     cosmology and at fiducial +- step for each parameter, all five from one Gaussian draw.
@@ -314,6 +372,15 @@ def simulate_fisher_maps(
     Deterministic: map ``(i, variant)`` equals ``simulate_cosmology_map(nside, omega_m,
     sigma_8, rng=map_rng(seed, FISHER_STREAM, i), ...)`` cast to float32.
 
+    With ``bins``, file ``(i, variant)`` holds one column per bin (``KAPPA_BIN1``, ...), equal
+    to ``simulate_tomographic_maps(nside, omega_m, sigma_8, bins, rng=map_rng(seed,
+    FISHER_STREAM, i), gaussian=gaussian, lmax=lmax, nest=nest)`` cast to float32: noiseless
+    (add shape noise at training time). It draws the unit harmonic coefficients of all bins
+    first, so the five variants of a realisation share them as one-bin maps do. The fiducial
+    and steps stay inside the tabulated range, as without bins (pyccl would accept Omega_m in
+    (0.05, 1) and sigma_8 in (0, 3)); the five cosmologies' spectra come from pyccl, computed
+    once per cosmology and cached. The header cards are listed in the module documentation.
+
     Args:
         out_dir: dataset root; maps go to ``out_dir/raw/`` (created if needed).
         n_maps: number of realisations (>= 1); ``5 * n_maps`` maps are written.
@@ -328,6 +395,10 @@ def simulate_fisher_maps(
         nest: write NESTED maps (default RING).
         lmax: band limit of the Gaussian field (default ``3 * nside - 1``, at most 6144).
         progress: show a tqdm progress bar.
+        bins: tomographic source bins (a :class:`~pyg_sphere.datasets.SourceBins`, e.g.
+            ``smail_bins(4)``): write the ``C = bins.n_bins`` correlated maps of the bins as
+            the ``C`` columns of each file, read back with ``ConvergenceMaps(root,
+            field=tuple(range(C)))``. Default ``None``: one map at source redshift 0.8.
 
     Returns:
         Path of the manifest, ``out_dir/raw/manifest.csv``.
@@ -353,22 +424,23 @@ def simulate_fisher_maps(
     fractions = check_split_fractions(split_fractions)
     gaussian = _check_gaussian(gaussian)
     lmax = _resolve_lmax(nside, lmax, _table_lmax())
+    bins = None if bins is None else _check_bins(bins)
 
     counts = _split_counts(n_maps, fractions)
     split_of = [s for s, c in zip(SPLITS, counts) for _ in range(c)]
     jobs = []
     for i in range(n_maps):
         for variant, (om, s8) in zip(FISHER_VARIANTS, cosmologies):
-            header = _header("fisher", variant, om, s8, gaussian, seed, i, lmax)
+            header = _header("fisher", variant, om, s8, gaussian, seed, i, lmax, bins)
             row = (f"fisher_{i:04d}_{variant}.fits", variant, repr(om), repr(s8), split_of[i])
             # a fresh generator per map, in the same state for the five variants
             jobs.append((row, om, s8, map_rng(seed, FISHER_STREAM, i), header))
-    return _write(out_dir, jobs, MANIFEST_COLUMNS, nside, gaussian, nest, lmax, progress)
+    return _write(out_dir, jobs, MANIFEST_COLUMNS, nside, gaussian, nest, lmax, progress, bins)
 
 
-def _write(out_dir, jobs, columns, nside, gaussian, nest, lmax, progress) -> Path:
-    """Simulates and writes every ``(manifest row, omega_m, sigma_8, rng, header)`` job, then
-    the manifest."""
+def _write(out_dir, jobs, columns, nside, gaussian, nest, lmax, progress, bins=None) -> Path:
+    """Simulates and writes every ``(manifest row, omega_m, sigma_8, rng, header)`` job (the
+    maps of ``bins`` when given), then the manifest."""
     from tqdm.auto import tqdm
 
     raw = Path(out_dir) / "raw"
@@ -377,8 +449,16 @@ def _write(out_dir, jobs, columns, nside, gaussian, nest, lmax, progress) -> Pat
     for row, om, s8, rng, header in tqdm(
         jobs, desc="Simulating convergence maps", unit="map", disable=not progress
     ):
-        m = simulate_cosmology_map(nside, om, s8, rng=rng, gaussian=gaussian, lmax=lmax, nest=nest)
-        _write_map(raw / row[0], m, nest, header)
+        if bins is None:
+            m = simulate_cosmology_map(
+                nside, om, s8, rng=rng, gaussian=gaussian, lmax=lmax, nest=nest
+            )
+            _write_map(raw / row[0], m, nest, header)
+        else:
+            m = simulate_tomographic_maps(
+                nside, om, s8, bins, rng=rng, gaussian=gaussian, lmax=lmax, nest=nest
+            )
+            _write_map(raw / row[0], m, nest, header, column_names=_column_names(len(m)))
         rows.append(row)
     manifest = raw / MANIFEST
     write_manifest(manifest, rows, columns)

@@ -319,9 +319,19 @@ def _split_counts(n: int, fractions) -> list[int]:
     return counts.tolist()
 
 
-def _write_map(path: Path, m: np.ndarray, nest: bool, header) -> None:
+def _write_map(path: Path, m: np.ndarray, nest: bool, header, column_names=None) -> None:
+    """A map ``[npix]`` (or maps ``[C, npix]``, one column each) as float32 healpy FITS,
+    atomically."""
     with atomic_path(path, suffix=".fits") as tmp:  # healpy needs the extension
-        hp.write_map(tmp, m, nest=nest, dtype=np.float32, overwrite=True, extra_header=header)
+        hp.write_map(
+            tmp,
+            m,
+            nest=nest,
+            dtype=np.float32,
+            column_names=column_names,
+            overwrite=True,
+            extra_header=header,
+        )
 
 
 def simulate_convergence_maps(

@@ -15,6 +15,7 @@ from pyg_sphere.datasets import (
     simulate_convergence_maps,
     simulate_fisher_maps,
     simulate_prior_maps,
+    smail_bins,
 )
 
 
@@ -126,10 +127,34 @@ def test_fisher_design_defaults_to_all_test(tmp_path):
     assert {r["split"] for r in rows} == {"test"} and rows[0]["omega_m"] == "0.31"
 
 
+def test_tomographic_designs(tmp_path, capsys):
+    argv = ["--n-maps", "1", "--nside", "8", "--seed", "3", "--gaussian", "--bins", "2"]
+    out = tmp_path / "cli"
+    assert cli.main(["--design", "fisher", "--out", str(out), *argv, "--no-progress"]) == 0
+    assert "wrote 5 maps of 2 bins" in capsys.readouterr().err
+    ref = tmp_path / "library"
+    simulate_fisher_maps(ref, 1, 8, seed=3, gaussian=True, bins=smail_bins(2), progress=False)
+    rows = read_manifest(out / "raw" / "manifest.csv")
+    assert read_manifest(ref / "raw" / "manifest.csv") == rows and len(rows) == 5
+    for row in rows:
+        a, header = hp.read_map(out / "raw" / row["file"], field=None, h=True, dtype=None)
+        assert a.shape == (2, 768) and dict(header)["NBINS"] == 2
+        b = hp.read_map(ref / "raw" / row["file"], field=None, dtype=None)
+        np.testing.assert_array_equal(a, b)
+    argv = ["--design", "prior", "--n-maps", "2", "--nside", "8", "--bins", "2", "--no-progress"]
+    assert cli.main(["--out", str(tmp_path / "prior"), *argv]) == 0
+    for row in read_manifest(tmp_path / "prior" / "raw" / "manifest.csv"):
+        m = hp.read_map(tmp_path / "prior" / "raw" / row["file"], field=None, dtype=None)
+        assert m.shape == (2, 768)
+
+
 @pytest.mark.parametrize(
     "argv, match",
     [
         ([], "--design classes needs --n-per-class"),
+        (["--n-per-class", "1", "--bins", "2"], "--bins applies to --design prior or fisher"),
+        (["--design", "prior", "--n-maps", "1", "--bins", "0"], "--bins must be a number of"),
+        (["--design", "fisher", "--n-maps", "1", "--bins", "-2"], "tomographic bins >= 1"),
         (["--n-maps", "2"], "--n-maps applies to --design prior or fisher, not classes"),
         (["--design", "prior", "--n-per-class", "2"], "--n-per-class applies to --design classes"),
         (["--design", "prior"], "--design prior needs --n-maps"),

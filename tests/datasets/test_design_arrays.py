@@ -11,6 +11,7 @@ import shlex
 import shutil
 from pathlib import Path
 
+import healpy as hp
 import numpy as np
 import pytest
 
@@ -25,7 +26,12 @@ from pyg_sphere.datasets import (
     simulate_fisher_maps,
     simulate_prior_maps,
 )
-from pyg_sphere.inference import PowerSpectrumSummary, fisher_matrix
+from pyg_sphere.datasets.tomography import smail_bins
+from pyg_sphere.inference import (
+    PowerSpectrumSummary,
+    TomographicPowerSpectrumSummary,
+    fisher_matrix,
+)
 
 NSIDE = 16
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "own_simulations.md"
@@ -209,6 +215,64 @@ def test_prior_arrays_hold_the_design_parameters_exactly(tmp_path):
     (tmp_path / "c" / "raw" / "manifest.csv").write_text("file,split\nprior_00000.fits,test\n")
     with pytest.raises(ValueError, match="no omega_m or sigma_8"):
         prior_arrays(dataset(tmp_path / "c"))
+
+
+def nested_patches(root, name):
+    """The columns of a file as ConvergenceMaps serves them: mean removed, nested, cut into the
+    12 patches of order 1; [12, N, C]."""
+    m, header = hp.read_map(root / "raw" / name, field=None, nest=None, h=True, dtype=np.float64)
+    assert dict(header)["ORDERING"] == "NESTED"
+    m = m - m.mean(axis=1, keepdims=True)
+    return m.reshape(len(m), 12, -1).transpose(1, 2, 0)
+
+
+def test_tomographic_fisher_design_as_arrays(tmp_path):
+    simulate_fisher_maps(tmp_path, 2, NSIDE, seed=2, nest=True, bins=smail_bins(2), progress=False)
+    arrays = fisher_arrays(dataset(tmp_path, field=(0, 1)))
+    assert arrays.fiducial.shape == (24, 256, 2) and arrays.plus.shape == (24, 2, 256, 2)
+    assert arrays.minus.shape == (24, 2, 256, 2) and arrays.fiducial.dtype == np.float32
+    assert arrays.step.tolist() == [0.02, 0.02] and arrays.theta.tolist() == [0.31, 0.82]
+    # every channel is its column of the right file, at the right patch
+    for i, (r, k) in enumerate(zip(arrays.realisation, arrays.patch_id)):
+        fid = nested_patches(tmp_path, f"fisher_{r:04d}_fiducial.fits")
+        np.testing.assert_allclose(arrays.fiducial[i], fid[k], rtol=0, atol=1e-7)
+        for a, p in enumerate(("omega_m", "sigma_8")):
+            for twins, sign in ((arrays.plus, "plus"), (arrays.minus, "minus")):
+                expected = nested_patches(tmp_path, f"fisher_{r:04d}_{p}_{sign}.fits")[k]
+                np.testing.assert_allclose(twins[i, a], expected, rtol=0, atol=1e-7)
+    # a summary sees whole patches [m, N, C]: the twins are not flattened into [m, N * C]
+    shapes = []
+
+    def summary(x):
+        shapes.append(x.shape)
+        return x[:, :3].reshape(len(x), -1)
+
+    summarised = arrays.summarise(summary)
+    assert shapes == [(24, 256, 2), (96, 256, 2)]
+    assert np.array_equal(summarised.plus, arrays.plus[:, :, :3].reshape(24, 2, 6))
+    assert np.array_equal(summarised.minus, arrays.minus[:, :, :3].reshape(24, 2, 6))
+    # the tomographic summaries take [m, C, N]
+    tomo = TomographicPowerSpectrumSummary(NSIDE, 2, bins=3, pixels=np.arange(256), iter=0)
+    features = arrays.summarise(lambda x: tomo(x.swapaxes(1, 2)))
+    assert features.fiducial.shape == (24, 9) and features.plus.shape == (24, 2, 9)
+    # the first channel alone is the one-channel layout
+    first = fisher_arrays(dataset(tmp_path, field=0))
+    assert first.fiducial.shape == (24, 256)
+    assert np.array_equal(first.fiducial, arrays.fiducial[..., 0])
+
+
+def test_tomographic_prior_design_as_arrays(tmp_path):
+    bins = smail_bins(2)
+    simulate_prior_maps(
+        tmp_path, 2, NSIDE, seed=6, nest=True, split_fractions=(0, 0, 1), bins=bins, progress=False
+    )
+    arrays = prior_arrays(dataset(tmp_path, field=(0, 1)))
+    assert arrays.x.shape == (24, 256, 2)
+    assert np.array_equal(arrays.theta, latin_hypercube(2, PRIOR_BOX, seed=6)[arrays.map_id])
+    for i, (m, k) in enumerate(zip(arrays.map_id, arrays.patch_id)):
+        expected = nested_patches(tmp_path, f"prior_{m:05d}.fits")[k]
+        np.testing.assert_allclose(arrays.x[i], expected, rtol=0, atol=1e-7)
+    assert arrays.summarise(lambda x: x[:, 0]).x.shape == (24, 2)
 
 
 def test_the_tutorial_page_runs_as_written(tmp_path, monkeypatch):

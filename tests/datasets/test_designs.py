@@ -28,6 +28,12 @@ from pyg_sphere.datasets.lognormal_maps import (
     gaussian_map,
     map_rng,
 )
+from pyg_sphere.datasets.tomography import (
+    lognormal_shifts,
+    simulate_tomographic_maps,
+    smail_bins,
+    tomographic_cl,
+)
 
 
 def read_manifest(path):
@@ -273,6 +279,110 @@ def test_fisher_steps_stay_inside_the_prior_box_corners(tmp_path):
     (om, _), (s8, _) = PRIOR_BOX["omega_m"], PRIOR_BOX["sigma_8"]
     simulate_fisher_maps(tmp_path, 1, 4, fiducial=(om, s8), lmax=8, progress=False)
     assert len(read_manifest(tmp_path / "raw" / "manifest.csv")) == 5
+
+
+# ------------------------------------------------------------------- tomographic designs
+
+
+def read_columns(root, name):
+    """All columns of a file, [C, npix] in the file's dtype, and its header."""
+    m, header = hp.read_map(root / "raw" / name, field=None, nest=None, h=True, dtype=None)
+    return np.atleast_2d(m), dict(header)
+
+
+def test_tomographic_prior_design_round_trips(tmp_path):
+    bins = smail_bins(2)
+    seed = 3
+    simulate_prior_maps(tmp_path, 3, 8, seed=seed, nest=True, bins=bins, progress=False)
+    rows = read_manifest(tmp_path / "raw" / "manifest.csv")
+    # the design is the one-bin design's: same points, files and splits
+    simulate_prior_maps(tmp_path / "one", 3, 8, seed=seed, nest=True, progress=False)
+    assert read_manifest(tmp_path / "one" / "raw" / "manifest.csv") == rows
+    for i, r in enumerate(rows):
+        m, header = read_columns(tmp_path, r["file"])
+        om, s8 = float(r["omega_m"]), float(r["sigma_8"])
+        # the oracle: the simulator called directly, with the generator of map i
+        expected = simulate_tomographic_maps(
+            8, om, s8, bins, rng=map_rng(seed, PRIOR_STREAM, i), nest=True
+        )
+        assert m.dtype == np.float32 and m.shape == (2, 768)
+        np.testing.assert_array_equal(m, expected.astype(np.float32))
+        assert header["TTYPE1"] == "KAPPA_BIN1" and header["TTYPE2"] == "KAPPA_BIN2"
+        assert header["ORDERING"] == "NESTED" and header["NBINS"] == 2
+        assert (header["DESIGN"], header["OMEGA_M"], header["SIGMA_8"]) == ("prior", om, s8)
+        assert (header["SEED"], header["MAPID"], header["LMAX"]) == (seed, i, 23)
+        assert header["GAUSSIAN"] is False and "KSHIFT" not in header
+        shifts = lognormal_shifts(om, bins)
+        assert [header["KSHIFT1"], header["KSHIFT2"]] == pytest.approx(shifts, rel=1e-12)
+        for k in range(2):
+            assert header[f"ZMEAN{k + 1}"] == pytest.approx(bins.mean_z[k], rel=1e-12)
+            assert header[f"NZFRAC{k + 1}"] == pytest.approx(bins.fractions[k], rel=1e-12)
+            assert header[f"ZLO{k + 1}"] == pytest.approx(bins.edges[k], rel=1e-12)
+            assert header[f"ZHI{k + 1}"] == pytest.approx(bins.edges[k + 1], rel=1e-12)
+    # read back: the columns are the channels of x [N, C], each with its mean removed
+    ds = ConvergenceMaps(str(tmp_path), order=1, field=(0, 1), split="train", log=False)
+    assert ds.num_node_features == 2
+    item = ds[0]
+    m = read_columns(tmp_path, rows[item.map_id.item()]["file"])[0].astype(np.float64)
+    m -= m.mean(axis=1, keepdims=True)
+    k = item.patch_id.item()
+    np.testing.assert_allclose(item.x.numpy(), m[:, k * 64 : (k + 1) * 64].T, atol=1e-7)
+
+
+def test_tomographic_fisher_variants_share_one_draw(tmp_path):
+    bins, seed = smail_bins(2), 4
+    kw = dict(seed=seed, gaussian=True, bins=bins, progress=False)
+    simulate_fisher_maps(tmp_path, 2, 8, **kw)
+    rows = read_manifest(tmp_path / "raw" / "manifest.csv")
+    assert [r["label"] for r in rows] == list(FISHER_VARIANTS) * 2
+    maps = []
+    for k, r in enumerate(rows):
+        m, header = read_columns(tmp_path, r["file"])
+        om, s8 = float(r["omega_m"]), float(r["sigma_8"])
+        assert header["LABEL"] == r["label"] and header["MAPID"] == k // 5
+        assert header["GAUSSIAN"] is True and "KSHIFT1" not in header
+        # generators in the same state for the five variants of a realisation
+        rng = map_rng(seed, FISHER_STREAM, k // 5)
+        expected = simulate_tomographic_maps(8, om, s8, bins, rng=rng, gaussian=True)
+        np.testing.assert_array_equal(m, expected.astype(np.float32))
+        maps.append(m)
+    maps = np.array(maps, dtype=np.float64)  # [10, 2, npix]
+    for b in range(2):
+        for v in range(1, 5):  # one draw: the twins differ from the fiducial map, but barely
+            assert not np.array_equal(maps[v, b], maps[0, b])
+            assert np.corrcoef(maps[0, b], maps[v, b])[0, 1] > 0.99
+        assert abs(np.corrcoef(maps[0, b], maps[5, b])[0, 1]) < 0.5  # another realisation
+    # Gaussian twins: the first bin's coefficients are L_00 z = sqrt(C^00) z (Cholesky), so
+    # an omega_m twin's spectrum over the fiducial one's is the ratio of the target spectra
+    cl = {
+        r["label"]: tomographic_cl(float(r["omega_m"]), float(r["sigma_8"]), bins, 23)
+        for r in rows[:5]
+    }
+    fid = hp.anafast(maps[0, 0], lmax=16)
+    twin = hp.anafast(maps[1, 0], lmax=16)
+    ratio = cl["omega_m_plus"][0, 0, 2:17] / cl["fiducial"][0, 0, 2:17]
+    # (the ratio moves by 3% over these multipoles; the pixel-space estimate is good to 0.1%)
+    np.testing.assert_allclose(twin[2:] / fid[2:], ratio, rtol=3e-3)
+    # the fiducial maps do not depend on the steps
+    simulate_fisher_maps(tmp_path / "b", 1, 8, steps=(0.01, 0.04), **kw)
+    np.testing.assert_array_equal(maps[0], read_columns(tmp_path / "b", rows[0]["file"])[0])
+
+
+def test_designs_without_bins_are_unchanged(tmp_path):
+    simulate_prior_maps(tmp_path / "a", 2, 8, seed=1, progress=False)
+    simulate_prior_maps(tmp_path / "b", 2, 8, seed=1, bins=None, progress=False)
+    for name in ("prior_00000.fits", "prior_00001.fits", "manifest.csv"):
+        a, b = (tmp_path / d / "raw" / name for d in "ab")
+        assert a.read_bytes() == b.read_bytes()
+    m, header = read(tmp_path / "a", "prior_00000.fits")
+    assert m.ndim == 1 and "NBINS" not in header and "KSHIFT" in header
+
+
+@pytest.mark.parametrize("simulate", [simulate_prior_maps, simulate_fisher_maps])
+def test_bins_must_be_source_bins(tmp_path, simulate):
+    with pytest.raises(TypeError, match=r"bins must be a SourceBins \(e.g. smail_bins\(4\)"):
+        simulate(tmp_path, 1, 8, bins=4, progress=False)
+    assert not (tmp_path / "raw").exists()
 
 
 # ------------------------------------------------------------------------------ errors
