@@ -83,11 +83,11 @@ def noisy_patches(dataset, transform) -> tuple[np.ndarray, np.ndarray]:
     """The patches of a split as the models see them, noise included.
 
     Returns:
-        ``([num_patches, patch_pixels] float32 values, [num_patches] labels)``.
+        ``([num_patches, patch_pixels, channels] float32 values, [num_patches] labels)``.
     """
     dataset.transform = transform
     try:
-        x = np.stack([dataset[i].x[:, 0].numpy() for i in range(len(dataset))])
+        x = np.stack([dataset[i].x.numpy() for i in range(len(dataset))])
     finally:
         dataset.transform = None
     return x, dataset.labels.numpy()
@@ -119,7 +119,7 @@ def run_baselines(args, psd_max: tuple[int, int] = PSD_MAX) -> dict:
     start = time.perf_counter()
     torch.set_num_threads(1)
     splits = train_cosmo.prepare_data(args)
-    std = splits["train"].map_std
+    std = train_cosmo.noise_unit(splits["train"])
     seeds = {"train": args.seed + 3, "val": args.seed + 1, "test": args.seed + 2}
     data = {
         s: noisy_patches(splits[s], AddGaussianNoise(args.noise, std, seed=seeds[s])) for s in seeds

@@ -273,13 +273,17 @@ def prepare_data(args) -> dict[str, ConvergenceMaps]:
                 f"the {s} split of {root} is empty: simulate more maps (--n-per-class) or give "
                 f"the manifest a split column"
             )
-    train = splits["train"]
-    # One noise level per channel (none on an observed-pixel channel) when there are several.
-    std = train.map_std if train.num_node_features == 1 else train.channel_std
+    std = noise_unit(splits["train"])
     splits["train"].transform = AddGaussianNoise(args.noise, std)
     splits["val"].transform = AddGaussianNoise(args.noise, std, seed=args.seed + 1)
     splits["test"].transform = AddGaussianNoise(args.noise, std, seed=args.seed + 2)
     return splits
+
+
+def noise_unit(train: ConvergenceMaps):
+    """The std that ``--noise`` multiplies: the training maps' std, or one per channel (none on
+    an observed-pixel channel) when there are several."""
+    return train.map_std if train.num_node_features == 1 else train.channel_std
 
 
 def check_compatible(config: dict, dataset: ConvergenceMaps) -> None:

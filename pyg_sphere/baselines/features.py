@@ -5,7 +5,10 @@ trained on two classical summaries of a patch: its angular power spectrum and
 the histogram of its pixel values. Both functions below take many patches at
 once, as an array ``x`` of shape ``[num_samples, num_pixels]`` (or
 ``[num_samples, num_pixels, 1]``, the layout of PyG node features) holding the
-patch values in nested order, as a numpy array or a torch tensor.
+patch values in nested order, as a numpy array or a torch tensor. Samples of
+several channels (``[num_samples, num_pixels, num_channels]``, e.g. one
+tomographic bin per channel) are split by :func:`as_channels` and summarised
+channel by channel, as the classifiers of :mod:`pyg_sphere.baselines` do.
 """
 
 from __future__ import annotations
@@ -81,6 +84,40 @@ def as_samples(x, name: str = "x") -> np.ndarray:
                 "observed pixels."
             )
     return x
+
+
+def as_channels(x, name: str = "x") -> list[np.ndarray]:
+    """Return the channels of ``x`` as a list of checked ``[num_samples, num_pixels]`` arrays.
+
+    The channel-aware sibling of :func:`as_samples`, for samples with several
+    channels in the layout of PyG node features, ``[num_samples, num_pixels,
+    num_channels]`` (e.g. the tomographic bins of
+    :class:`~pyg_sphere.datasets.ConvergenceMaps`). Each channel ``x[:, :, c]``
+    is checked by :func:`as_samples` (its errors name it ``x[:, :, c]``) and
+    kept as a view, not copied. One channel (``[num_samples, num_pixels]`` or
+    ``[num_samples, num_pixels, 1]``) gives a list of one array, exactly
+    :func:`as_samples`'s.
+
+    Example::
+
+        >>> import numpy as np
+        >>> [c.tolist() for c in as_channels(np.arange(8).reshape(1, 4, 2))]
+        [[[0.0, 2.0, 4.0, 6.0]], [[1.0, 3.0, 5.0, 7.0]]]
+        >>> len(as_channels(np.zeros((3, 16)))), len(as_channels(np.zeros((3, 16, 1))))
+        (1, 1)
+    """
+    if hasattr(x, "detach"):  # torch tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 1):
+        return [as_samples(x, name)]
+    if x.ndim != 3 or x.shape[2] == 0:
+        hint = " For a single patch use x[None] (shape [1, num_pixels])." if x.ndim == 1 else ""
+        raise ValueError(
+            f"`{name}` must have shape [num_samples, num_pixels] or "
+            f"[num_samples, num_pixels, num_channels], got {tuple(x.shape)}.{hint}"
+        )
+    return [as_samples(x[:, :, c], f"{name}[:, :, {c}]") for c in range(x.shape[2])]
 
 
 def check_patch_pixels(nside: int, pixels, num_pixels: int) -> np.ndarray:

@@ -6,7 +6,13 @@ import pytest
 import torch
 from sklearn.svm import LinearSVC
 
-from pyg_sphere.baselines import HistogramClassifier, PSDClassifier
+from pyg_sphere.baselines import (
+    HistogramClassifier,
+    PSDClassifier,
+    histogram,
+    histogram_edges,
+    power_spectrum,
+)
 
 NSIDE, ORDER = 32, 2
 LMAX = 3 * NSIDE - 1
@@ -134,8 +140,8 @@ def test_bad_input():
         clf.fit(x, y[:-1], x, y)
     with pytest.raises(ValueError, match="two classes"):
         clf.fit(x, np.zeros(20), x, y)
-    with pytest.raises(ValueError, match="num_samples, num_pixels"):
-        clf.fit(x[..., None].repeat(2, axis=2), y, x, y)
+    with pytest.raises(ValueError, match="num_samples, num_pixels, num_channels"):
+        clf.fit(x[..., None, None], y, x, y)
     clf.fit(x, y, x, y)
     with pytest.raises(ValueError, match="fitted on 64"):
         clf.predict(x[:, :32])
@@ -159,3 +165,110 @@ def test_missing_scikit_learn_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.svm", None)  # import now fails
     with pytest.raises(ImportError, match=r"pip install pyg_sphere\[baselines\]"):
         PSDClassifier(8)
+
+
+def standardised(features):
+    """The classifiers' standardisation with the statistics of the features themselves."""
+    std = features.std(axis=0)
+    return (features - features.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+
+def two_classes(rng, num_samples=80, num_pixels=64):
+    """Labels and 3 channels: channel 1 has a class-dependent scale, 0 and 2 do not."""
+    y = np.repeat([0, 1], num_samples // 2)
+    x = rng.standard_normal((num_samples, num_pixels, 3)) * [1.0, 1.0, 3.0]
+    x[:, :, 1] *= np.where(y == 1, 1.5, 1.0)[:, None]
+    return x, y
+
+
+def test_channel_features_are_the_per_channel_features_concatenated():
+    x, y = two_classes(np.random.default_rng(7))
+    # Oracle: the feature functions called on each channel, concatenated.
+    psd = PSDClassifier(8, bins=5, Cs=[1.0]).fit(x, y)
+    expected = np.concatenate([power_spectrum(x[..., c], 8, bins=5) for c in range(3)], axis=1)
+    np.testing.assert_allclose(psd.transform(x), standardised(expected), rtol=1e-12, atol=1e-12)
+    assert psd.num_channels == 3
+
+    hist = HistogramClassifier(bins=7, Cs=[1.0]).fit(x, y)
+    edges = [histogram_edges(x[..., c], bins=7) for c in range(3)]  # each channel its own
+    np.testing.assert_array_equal(hist.edges, np.stack(edges))
+    assert not np.allclose(edges[0], edges[2])  # channel 2 is 3 times wider
+    expected = np.concatenate([histogram(x[..., c], edges[c]) for c in range(3)], axis=1)
+    np.testing.assert_allclose(hist.transform(x), standardised(expected), rtol=1e-12, atol=1e-12)
+    # torch input [S, N, C], the layout of PyG node features: the same.
+    np.testing.assert_array_equal(hist.transform(torch.tensor(x)), hist.transform(x))
+
+    # `channels` selects and orders the channels of the input.
+    picked = HistogramClassifier(bins=7, Cs=[1.0], channels=[2, 0]).fit(x, y)
+    np.testing.assert_array_equal(picked.edges, np.stack([edges[2], edges[0]]))
+    expected = np.concatenate([histogram(x[..., c], edges[c]) for c in (2, 0)], axis=1)
+    np.testing.assert_allclose(picked.transform(x), standardised(expected), rtol=1e-12, atol=1e-12)
+    assert picked.num_channels == 3
+    assert (
+        repr(picked)
+        == "HistogramClassifier(bins=7, percentiles=(0.1, 99.9), channels=(2, 0), best_C=1)"
+    )
+
+
+def test_single_channel_is_unchanged():
+    rng = np.random.default_rng(8)
+    x, y = rng.standard_normal((60, 64)), np.repeat([0, 1], 30)
+    edges = histogram_edges(x, bins=9)
+    expected = standardised(histogram(x, edges))
+    other = np.stack([rng.standard_normal(x.shape), x], axis=-1)  # x is channel 1 of two
+    inputs = [(x, None), (x[..., None], None), (torch.tensor(x)[..., None], None), (other, [1])]
+    for single, channels in inputs:
+        clf = HistogramClassifier(bins=9, Cs=[1.0], channels=channels).fit(single, y)
+        assert clf.edges.shape == (10,)  # 1-D for one channel, as before
+        np.testing.assert_array_equal(clf.edges, edges)
+        np.testing.assert_array_equal(clf.transform(single), expected)
+    psd = PSDClassifier(8, bins=4, Cs=[1.0]).fit(x[..., None], y)
+    np.testing.assert_array_equal(psd.transform(x), standardised(power_spectrum(x, 8, bins=4)))
+
+
+def test_classifiers_fitted_on_two_channels_predict():
+    rng = np.random.default_rng(9)
+    x, y = two_classes(rng, num_samples=200, num_pixels=256)
+    x = x[..., :2]  # channel 1 tells the classes apart
+    train, val, test = slice(0, None, 2), slice(1, None, 4), slice(3, None, 4)
+    hist = HistogramClassifier(bins=20).fit(x[train], y[train], x[val], y[val])
+    assert hist.edges.shape == (2, 21)
+    assert hist.transform(x[test]).shape == (50, 40)
+    assert hist.predict(x[test]).shape == (50,)
+    assert hist.score(x[test], y[test]) > 0.9
+    # Channel 0 alone carries nothing.
+    blind = HistogramClassifier(bins=20, channels=0).fit(x[train], y[train], x[val], y[val])
+    assert blind.score(x[test], y[test]) < 0.75
+    psd = PSDClassifier(16, bins=4, Cs=[1.0]).fit(torch.tensor(x[train]), y[train])
+    assert psd.transform(x[test]).shape == (50, 8)
+    assert psd.score(x[test], y[test]) > 0.9
+
+
+def test_channel_errors():
+    rng = np.random.default_rng(10)
+    x, y = two_classes(rng, num_samples=20)
+    x = x[..., :2]
+    clf = HistogramClassifier(bins=5, Cs=[1.0]).fit(x, y)
+    with pytest.raises(
+        ValueError, match="`x` has 1 channel per pixel but the classifier was fitted on 2 channels"
+    ):
+        clf.predict(x[..., 0])
+    with pytest.raises(ValueError, match="has 3 channels per pixel .* fitted on 2 channels"):
+        clf.predict(np.concatenate([x, x[..., :1]], axis=-1))
+    with pytest.raises(ValueError, match="`x_val` has 1 channel per pixel .* fitted on 2"):
+        HistogramClassifier(bins=5).fit(x, y, x[..., :1], y)
+    with pytest.raises(ValueError, match=r"`x\[:, :, 1\]` contains NaN"):
+        clf.predict(np.where(np.arange(2) == 1, np.nan, x))
+    with pytest.raises(ValueError, match="selects channel 2 but `x_train` has 2 channels"):
+        PSDClassifier(8, Cs=[1.0], channels=[0, 2]).fit(x, y)
+    # An observed-pixel flag channel (all ones on fully observed patches) cannot be binned:
+    # the error names it and says how to leave it out.
+    flagged = np.concatenate([x, np.ones_like(x[..., :1])], axis=-1)
+    with pytest.raises(ValueError, match=r"Channel 2 of `x_train` .*constant.*`channels`"):
+        HistogramClassifier(bins=5, Cs=[1.0]).fit(flagged, y)
+    with pytest.raises(ValueError, match=r"Channel 2 of `x_train`"):
+        HistogramClassifier(bins=5, Cs=[1.0], channels=[2]).fit(flagged, y)
+    HistogramClassifier(bins=5, Cs=[1.0], channels=range(2)).fit(flagged, y).predict(flagged)
+    for bad, error in [([], ValueError), ([0, 0], ValueError), (-1, ValueError), (1.5, TypeError)]:
+        with pytest.raises(error, match="channels"):
+            HistogramClassifier(channels=bad)

@@ -171,3 +171,34 @@ def test_bad_arguments(x):
         histogram_edges(np.ones((2, 5)))
     with pytest.raises(ValueError, match="percentiles"):
         histogram_edges(x, percentiles=(50, 10))
+
+
+def test_as_channels_splits_the_last_axis_and_checks_each_channel(x):
+    # One channel: exactly as_samples's array, for [S, N] and [S, N, 1].
+    for single in (x, x[..., None], torch.tensor(x)[..., None]):
+        (channel,) = features.as_channels(single)
+        np.testing.assert_array_equal(channel, features.as_samples(single))
+        assert channel.dtype == np.float64
+    # Several: one [S, N] view per channel, in order; torch too.
+    stacked = np.stack([x, 2 * x, 3 * x], axis=-1)
+    channels = features.as_channels(stacked)
+    assert len(channels) == 3 and all(np.shares_memory(c, stacked) for c in channels)
+    for c, channel in enumerate(channels):
+        np.testing.assert_array_equal(channel, (c + 1) * x)
+    from_torch = features.as_channels(torch.tensor(stacked, dtype=torch.float32))
+    np.testing.assert_array_equal(from_torch[2], (3 * x).astype(np.float32))
+    # Errors name the channel, or the accepted shapes.
+    stacked[1, 4, 2] = np.nan
+    with pytest.raises(ValueError, match=r"`x\[:, :, 2\]` contains NaN"):
+        features.as_channels(stacked)
+    for bad, match in [
+        (
+            np.zeros((2, PATCH, 2, 1)),
+            r"num_samples, num_pixels, num_channels\], got \(2, 256, 2, 1\)",
+        ),
+        (np.zeros((2, PATCH, 0)), "num_channels"),
+        (np.zeros(PATCH), r"\[1, num_pixels\]"),
+        (np.zeros((2, 0, 3)), "empty"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            features.as_channels(bad, "x")
