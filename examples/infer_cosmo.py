@@ -179,7 +179,9 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=1, help="simulating loader processes")
     p.add_argument("--accelerator", default="cpu", help="cpu, gpu, ... (Lightning)")
     p.add_argument("--out", default="runs/infer")
-    p.add_argument("--docs", default="docs/inference.md", help="page to write (and its .png)")
+    p.add_argument(
+        "--docs", default="docs/inference.md", help="page to write (and PAGE_posteriors.png)"
+    )
     args = p.parse_args(argv)
     if args.bins < 0:
         p.error(f"--bins must be 0 (one source plane) or a number of bins, got {args.bins}")
@@ -692,7 +694,7 @@ def plot_posteriors(results: dict, path: str) -> None:
 
 
 def write_page(results: dict, args, argv, path: str) -> None:
-    figure = osp.join(osp.dirname(path), "inference_posteriors.png")
+    figure = osp.splitext(path)[0] + "_posteriors.png"  # docs/inference_posteriors.png
     per_pair = ", every auto- and cross-spectrum of the bins" if args.bins else ""
     per_bin = ", one per bin" if args.bins else ""
     plot_posteriors(results, figure)

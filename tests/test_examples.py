@@ -298,7 +298,7 @@ def test_infer_cosmo(tmp_path):
         "python examples/infer_cosmo.py --nside 16" in page and "| lognormal | 2 | hybrid |" in page
     )
     assert "## Sanity check: Gaussian maps" in page
-    assert (tmp_path / "inference_posteriors.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "page_posteriors.png").read_bytes()[:8] == PNG
 
     # A second run finds every setting in results.json and trains nothing again.
     again = run_example("infer_cosmo.py", *args, cwd=tmp_path)
