@@ -148,14 +148,20 @@ def _empty_beam(cosmo, bins: SourceBins) -> np.ndarray:
     return np.array(out)
 
 
-@memoize("tomographic_shifts")
-def _lognormal_shifts(omega_m: float, bins: SourceBins) -> np.ndarray:
-    here = _empty_beam(_cosmology(omega_m, 0.8), bins)
+@memoize("tomographic_reference_beam")
+def _millennium_beam(bins: SourceBins) -> np.ndarray:
+    """The empty-beam depths of the bins in the Millennium cosmology, the shifts' reference
+    (once per bins: every cosmology of a prior design divides by them)."""
     reference = _cosmology(
         MILLENNIUM["omega_m"], 0.8, h=MILLENNIUM["h"], omega_b=MILLENNIUM["omega_b"]
     )
-    millennium = _empty_beam(reference, bins)
-    shifts = _hilbert_kappa0(bins.mean_z) * here / millennium
+    return _empty_beam(reference, bins)
+
+
+@memoize("tomographic_shifts")
+def _lognormal_shifts(omega_m: float, bins: SourceBins) -> np.ndarray:
+    here = _empty_beam(_cosmology(omega_m, 0.8), bins)
+    shifts = _hilbert_kappa0(bins.mean_z) * here / _millennium_beam(bins)
     shifts.flags.writeable = False
     return shifts
 
