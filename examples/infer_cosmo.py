@@ -163,7 +163,7 @@ def parse_args(argv=None):
         type=int,
         default=None,
         help="items per step of the hybrid, whose batch covariance has outputs + PS + histogram "
-        "components (96; with --bins, 4 x the components)",
+        "components (96; with --bins, 4 x the components or an epoch's items if fewer)",
     )
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument(
@@ -190,9 +190,9 @@ def parse_args(argv=None):
         args.ps_bins = 5 if tomographic else 10
     if args.hist_bins is None:
         args.hist_bins = 8 if tomographic else 16
-    if args.hybrid_batch_size is None:
-        args.hybrid_batch_size = 4 * hybrid_components(args) if tomographic else 96
     items = args.train_maps * 12 * args.order**2  # Fisher items per training epoch
+    if args.hybrid_batch_size is None:
+        args.hybrid_batch_size = min(4 * hybrid_components(args), items) if tomographic else 96
     for flag, size in (
         ("--batch-size", args.batch_size),
         ("--hybrid-batch-size", args.hybrid_batch_size),
