@@ -84,6 +84,9 @@ class WithFeatures(IterableDataset):
     def __len__(self) -> int:
         return len(self.stream)
 
+    def fewest_worker_items(self, num_workers: int) -> Optional[int]:
+        return self.stream.fewest_worker_items(num_workers)
+
     def __iter__(self):
         for item in self.stream:
             x = item["x"].numpy()  # [..., N, C]
@@ -105,6 +108,10 @@ class StreamDataModule(pl.LightningDataModule):
         batch_size (int): Items per step.
         val_batch_size (int, optional): Items per validation batch. (default: :obj:`batch_size`)
         num_workers (int): Loader processes that simulate. (default: :obj:`0`)
+
+    Raises:
+        ValueError: from :meth:`train_dataloader`, when a loader worker serves fewer training
+            items per epoch than a batch (``fewest_worker_items`` of the stream).
     """
 
     def __init__(
@@ -124,6 +131,15 @@ class StreamDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.train.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
+        fewest = getattr(self.train, "fewest_worker_items", None)
+        share = None if fewest is None else fewest(self.num_workers)
+        if share is not None and share < self.batch_size:
+            raise ValueError(
+                f"a training batch of {self.batch_size} items is more than the {share} items "
+                f"that one of the {max(self.num_workers, 1)} loader worker(s) serves per epoch "
+                "(incomplete batches are dropped, so it would train on nothing): give the "
+                "stream more maps (num_maps), use fewer workers or a smaller batch_size"
+            )
         return DataLoader(
             self.train,
             batch_size=self.batch_size,

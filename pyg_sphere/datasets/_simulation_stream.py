@@ -381,6 +381,24 @@ class _SimulationStream(IterableDataset):
             raise ValueError(f"epoch must be at most {limit} at order {self.order}, got {epoch}")
         self.epoch = epoch
 
+    def fewest_worker_items(self, num_workers: int) -> Optional[int]:
+        """The fewest items one of ``num_workers`` loader workers serves per epoch on this rank
+        (``None`` for an endless stream): a loader that drops incomplete batches gets no batch
+        from a worker with fewer items than a batch.
+
+        Example:
+            >>> from pyg_sphere.datasets import FisherStream
+            >>> FisherStream(nside=8, num_maps=5).fewest_worker_items(2)  # 2 maps x 12 patches
+            24
+        """
+        if self.num_maps is None:
+            return None
+        workers = max(check_int("num_workers", num_workers, 0), 1)
+        rank, ranks = self.shard
+        return min(
+            len(range(rank * workers + w, self.num_maps, ranks * workers)) for w in range(workers)
+        ) * len(self.patches)
+
     def __len__(self) -> int:
         """Items this rank serves per epoch (all workers together); only for a finite stream."""
         if self.num_maps is None:

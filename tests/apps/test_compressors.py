@@ -185,3 +185,15 @@ def test_tomographic_streams_channels_scales_and_features(tmp_path):
     rebuilt = FisherCompressor.load_from_checkpoint(best_checkpoint(trainer))
     with torch.no_grad():
         assert torch.allclose(rebuilt.eval()(x), module.eval()(x))
+
+
+def test_a_batch_larger_than_a_workers_share_is_refused():
+    """Each worker drops its incomplete last batch: a batch beyond a worker's items would train
+    on nothing, silently."""
+    train, val = fisher_streams()  # 16 maps x 12 patches
+    assert train.fewest_worker_items(0) == 192 and train.fewest_worker_items(3) == 60
+    assert WithFeatures(train, None).fewest_worker_items(2) == 96
+    loader = StreamDataModule(train, val, batch_size=96, num_workers=2).train_dataloader()
+    assert len(loader) == 2
+    with pytest.raises(ValueError, match="one of the 2 loader worker"):
+        StreamDataModule(train, val, batch_size=97, num_workers=2).train_dataloader()
