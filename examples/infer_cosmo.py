@@ -116,6 +116,8 @@ POSTERIORS = ("power spectrum", "PS + histogram", "DeepSphere", "hybrid")
 #: Seeds of the sets: distinct SeedSequence nodes, so no set shares a map with another.
 SEEDS = {"fisher": 101, "val": 102, "train": 103, "prior": 104, "observed": 105, "scale": 106}
 LEVELS = (0.68, 0.95)
+#: The settings that runs made before the tomographic options had, without saying so.
+LEGACY_SETTINGS = {"bins": 0, "sigma_e": None, "n_gal": None, "ps_bins": 10, "hist_bins": 16}
 
 
 def parse_args(argv=None):
@@ -136,9 +138,11 @@ def parse_args(argv=None):
         default=0,
         help="tomographic source bins as channels (0: one source plane at z = 0.8)",
     )
-    p.add_argument("--sigma-e", type=float, default=0.26, help="ellipticity dispersion (--bins)")
     p.add_argument(
-        "--n-gal", type=float, default=30.0, help="galaxies per arcmin^2, all bins (--bins)"
+        "--sigma-e", type=float, default=None, help="ellipticity dispersion (--bins; 0.26)"
+    )
+    p.add_argument(
+        "--n-gal", type=float, default=None, help="galaxies per arcmin^2, all bins (--bins; 30)"
     )
     p.add_argument(
         "--ps-bins", type=int, default=None, help="multipole bins of the PS (10; 5 with --bins)"
@@ -186,29 +190,48 @@ def parse_args(argv=None):
     if args.bins < 0:
         p.error(f"--bins must be 0 (one source plane) or a number of bins, got {args.bins}")
     tomographic = args.bins > 0
+    for flag, value, default in (("--sigma-e", "sigma_e", 0.26), ("--n-gal", "n_gal", 30.0)):
+        if not tomographic and getattr(args, value) is not None:
+            p.error(f"{flag} sets the shape noise of tomographic maps: give --bins C too")
+        if tomographic and getattr(args, value) is None:
+            setattr(args, value, default)
     if args.ps_bins is None:
         args.ps_bins = 5 if tomographic else 10
     if args.hist_bins is None:
         args.hist_bins = 8 if tomographic else 16
-    items = args.train_maps * 12 * args.order**2  # Fisher items per training epoch
-    if args.hybrid_batch_size is None:
-        args.hybrid_batch_size = min(4 * hybrid_components(args), items) if tomographic else 96
+    if args.ps_bins < 1 or args.hist_bins < 2:
+        p.error(
+            f"--ps-bins must be >= 1 and --hist-bins >= 2 (a histogram of one bin says nothing), "
+            f"got {args.ps_bins} and {args.hist_bins}"
+        )
+    # Fisher items per training epoch that the least-served loader worker holds: each drops
+    # its incomplete last batch.
+    items = args.train_maps // max(args.workers, 1) * 12 * args.order**2
+    components = hybrid_components(args)
+    defaulted = args.hybrid_batch_size is None
+    if defaulted:
+        args.hybrid_batch_size = min(4 * components, items) if tomographic else 96
+    if args.hybrid_batch_size <= components:
+        fix = (
+            "raise --train-maps (an epoch's items must exceed them) or lower --ps-bins / "
+            "--hist-bins"
+            if defaulted
+            else "give about 4x that"
+        )
+        p.error(
+            f"the hybrid's batch of {args.hybrid_batch_size} items must exceed its {components} "
+            f"components (its batch covariance would be singular): {fix}"
+        )
     for flag, size in (
         ("--batch-size", args.batch_size),
         ("--hybrid-batch-size", args.hybrid_batch_size),
     ):
         if size > items:
             p.error(
-                f"{flag} {size} is more than the {items} items of an epoch (--train-maps "
-                f"{args.train_maps} x {12 * args.order**2} patches): raise --train-maps or "
-                f"lower {flag}"
+                f"{flag} {size} is more than the {items} items of an epoch that a loader worker "
+                f"serves (--train-maps {args.train_maps} / {max(args.workers, 1)} worker(s) x "
+                f"{12 * args.order**2} patches): raise --train-maps or lower {flag}"
             )
-    if args.hybrid_batch_size <= hybrid_components(args):
-        p.error(
-            f"--hybrid-batch-size {args.hybrid_batch_size} must exceed the hybrid's "
-            f"{hybrid_components(args)} components (its batch covariance would be singular); "
-            f"give about 4x that"
-        )
     return args
 
 
@@ -754,7 +777,7 @@ python examples/infer_cosmo.py {" ".join(argv)}
 
 ## Goals
 
-{goals}
+{goals}{goals_note(args)}
 
 ## Sanity check: Gaussian maps
 
@@ -781,6 +804,17 @@ classical summaries and the posteriors' flows stay on the CPU; with more CPU cor
     with open(path + ".part", "w") as f:
         f.write(text)
     os.replace(path + ".part", path)
+
+
+def goals_note(args) -> str:
+    """With --bins, what the goals' noise thresholds are measured against."""
+    if not args.bins:
+        return ""
+    return (
+        "\n\nThe goals were set for one source plane with white noise in units of the patches' "
+        "std; here a noise level multiplies the shape noise σ_e, so their thresholds are a "
+        "reference, not a target."
+    )
 
 
 def maps_text(args) -> str:
@@ -855,6 +889,13 @@ def reading(results: dict) -> str:
     )
 
 
+def save(results: dict, path: str) -> None:
+    """Writes the results atomically."""
+    with open(path + ".part", "w") as f:
+        json.dump(results, f)
+    os.replace(path + ".part", path)
+
+
 def cpu_name() -> str:
     """The processor's model name (Linux), else the architecture."""
     try:
@@ -886,12 +927,16 @@ def main(argv=None):
     if osp.isfile(state_path):
         with open(state_path) as f:
             results = json.load(f)
-        if results.get("settings") != settings:
+        # Results of runs from before the tomographic options were made without them.
+        results["settings"] = {**LEGACY_SETTINGS, **results.get("settings", {})}
+        if results["settings"] != settings:
             raise SystemExit(
                 f"{state_path} holds results made with other options "
                 f"({results.get('settings')}); use another --out, or delete it to start over"
             )
         log(f"resuming: {len(results['levels'])} settings done in {state_path}")
+    else:  # the options are on record before any network is trained into --out
+        save(results, state_path)
     # Warm starts: each lognormal level from the one before, Gaussian maps from the first.
     first = previous = None
     for kind, noise in [("lognormal", n) for n in args.noise] + [("gaussian", args.noise[0])]:
@@ -903,9 +948,7 @@ def main(argv=None):
             level = run_setting(kind, noise, args, log, init)
             level["seconds"] = time.perf_counter() - t
             results["levels"][key] = level
-            with open(state_path + ".part", "w") as f:
-                json.dump(results, f)
-            os.replace(state_path + ".part", state_path)
+            save(results, state_path)
         if kind == "lognormal":
             previous = results["levels"][key]["models"]["DeepSphere"]
             first = first or previous

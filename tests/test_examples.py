@@ -307,6 +307,11 @@ def test_infer_cosmo(tmp_path):
     again = run_example("infer_cosmo.py", *args, cwd=tmp_path)
     assert "resuming: 3 settings" in again and "epochs of" not in again
     assert json.loads((tmp_path / "run" / "results.json").read_text())["levels"] == state["levels"]
+    # Results of a run from before the tomographic options (none in its settings) resume too.
+    legacy = ("bins", "sigma_e", "n_gal", "ps_bins", "hist_bins")
+    old = {k: v for k, v in state["settings"].items() if k not in legacy}
+    (tmp_path / "run" / "results.json").write_text(json.dumps(dict(state, settings=old)))
+    assert "resuming: 3 settings" in run_example("infer_cosmo.py", *args, cwd=tmp_path)
     # Without the settings, the summaries are computed again and the trained networks reused:
     # the same figures, no training.
     (tmp_path / "run" / "results.json").write_text(json.dumps(dict(state, levels={})))
