@@ -69,12 +69,7 @@ import time
 import numpy as np
 import torch
 
-from pyg_sphere.apps.compressors import (
-    FisherCompressor,
-    StreamDataModule,
-    WithFeatures,
-    summary_layout,
-)
+from pyg_sphere.apps.compressors import FisherCompressor, StreamDataModule, WithFeatures
 from pyg_sphere.apps.engine import best_checkpoint, make_trainer
 from pyg_sphere.datasets import (
     PRIOR_BOX,
@@ -96,6 +91,7 @@ from pyg_sphere.inference import (
     fisher_matrix,
     gaussian_cl_fisher,
     marginal_errors,
+    summary_layout,
     tomographic_fisher_forecast,
 )
 from pyg_sphere.nn import DeepSphere

@@ -32,30 +32,14 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from pyg_sphere.apps.engine import build_model, pl, seed_step
-from pyg_sphere.inference import NeuralPosterior, fisher_information_loss, summary_fisher
+from pyg_sphere.inference import (
+    NeuralPosterior,
+    fisher_information_loss,
+    summary_fisher,
+    summary_layout,
+)
 
-__all__ = [
-    "WithFeatures",
-    "StreamDataModule",
-    "FisherCompressor",
-    "PosteriorCompressor",
-    "summary_layout",
-]
-
-
-def summary_layout(x: np.ndarray) -> np.ndarray:
-    """Maps ``x`` ``[..., N, C]`` (the streams' and the networks' layout) in the layout of
-    :mod:`pyg_sphere.inference`'s summaries: ``[m, N]`` when ``C == 1``, ``[m, C, N]`` (bins
-    first) otherwise, ``m`` the product of the leading dimensions.
-
-    Example:
-        >>> summary_layout(np.zeros((2, 5, 48, 1))).shape  # 2 Fisher items, one channel
-        (10, 48)
-        >>> summary_layout(np.zeros((3, 48, 4))).shape  # 3 patches of 4 bins
-        (3, 4, 48)
-    """
-    n, c = x.shape[-2:]
-    return x.reshape(-1, n) if c == 1 else x.reshape(-1, n, c).transpose(0, 2, 1)
+__all__ = ["WithFeatures", "StreamDataModule", "FisherCompressor", "PosteriorCompressor"]
 
 
 class WithFeatures(IterableDataset):
@@ -63,9 +47,10 @@ class WithFeatures(IterableDataset):
     computed in the loader's workers.
 
     :obj:`fn` gets the maps in the layout of :mod:`pyg_sphere.inference`'s summaries
-    (:func:`summary_layout`): ``[m, N]`` from a single-channel stream, ``[m, C, N]`` (bins
-    first) from a stream of ``C`` tomographic bins, so that e.g. ``HistogramSummary(n_bins=C)`` or
-    ``TomographicPowerSpectrumSummary(nside, C, pixels=...)`` can be given as they are.
+    (:func:`~pyg_sphere.inference.summary_layout`): ``[m, N]`` from a single-channel stream,
+    ``[m, C, N]`` (bins first) from a stream of ``C`` tomographic bins, so that e.g.
+    ``HistogramSummary(n_bins=C)`` or ``TomographicPowerSpectrumSummary(nside, C, pixels=...)``
+    can be given as they are.
 
     Args:
         stream: A :class:`~pyg_sphere.datasets.FisherStream` or

@@ -86,37 +86,43 @@ def as_samples(x, name: str = "x") -> np.ndarray:
     return x
 
 
-def as_channels(x, name: str = "x") -> list[np.ndarray]:
+def as_channels(x, name: str = "x", *, axis: int = 2) -> list[np.ndarray]:
     """Return the channels of ``x`` as a list of checked ``[num_samples, num_pixels]`` arrays.
 
-    The channel-aware sibling of :func:`as_samples`, for samples with several
-    channels in the layout of PyG node features, ``[num_samples, num_pixels,
-    num_channels]`` (e.g. the tomographic bins of
-    :class:`~pyg_sphere.datasets.ConvergenceMaps`). Each channel ``x[:, :, c]``
-    is checked by :func:`as_samples` (its errors name it ``x[:, :, c]``) and
-    kept as a view, not copied. One channel (``[num_samples, num_pixels]`` or
-    ``[num_samples, num_pixels, 1]``) gives a list of one array, exactly
-    :func:`as_samples`'s.
+    The channel-aware sibling of :func:`as_samples`, for samples with several channels: in
+    the layout of PyG node features, ``[num_samples, num_pixels, num_channels]`` (``axis=2``,
+    e.g. the tomographic bins of :class:`~pyg_sphere.datasets.ConvergenceMaps`), or bins first,
+    ``[num_samples, num_channels, num_pixels]`` (``axis=1``, the layout of the tomographic
+    summaries of :mod:`pyg_sphere.inference`). Each channel is checked by :func:`as_samples`
+    (its errors name it, e.g. ``x[:, :, 2]``); floating numpy input is not copied. With
+    ``axis=2``, one channel (``[num_samples, num_pixels]`` or ``[num_samples, num_pixels, 1]``)
+    gives a list of one array, exactly :func:`as_samples`'s.
 
     Example::
 
         >>> import numpy as np
         >>> [c.tolist() for c in as_channels(np.arange(8).reshape(1, 4, 2))]
         [[[0.0, 2.0, 4.0, 6.0]], [[1.0, 3.0, 5.0, 7.0]]]
-        >>> len(as_channels(np.zeros((3, 16)))), len(as_channels(np.zeros((3, 16, 1))))
-        (1, 1)
+        >>> len(as_channels(np.zeros((3, 16)))), len(as_channels(np.zeros((3, 2, 16)), axis=1))
+        (1, 2)
     """
+    if axis not in (1, 2):
+        raise ValueError(f"`axis` must be 1 (channels first) or 2 (channels last), got {axis!r}")
     if hasattr(x, "detach"):  # torch tensor, without importing torch
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
-    if x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 1):
+    if axis == 2 and (x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 1)):
         return [as_samples(x, name)]
-    if x.ndim != 3 or x.shape[2] == 0:
-        hint = " For a single patch use x[None] (shape [1, num_pixels])." if x.ndim == 1 else ""
-        raise ValueError(
-            f"`{name}` must have shape [num_samples, num_pixels] or "
-            f"[num_samples, num_pixels, num_channels], got {tuple(x.shape)}.{hint}"
+    if x.ndim != 3 or x.shape[axis] == 0:
+        layout = (
+            "[num_samples, num_pixels] or [num_samples, num_pixels, num_channels]"
+            if axis == 2
+            else "[num_samples, num_channels, num_pixels]"
         )
+        hint = " For a single patch use x[None] (shape [1, num_pixels])." if x.ndim == 1 else ""
+        raise ValueError(f"`{name}` must have shape {layout}, got {tuple(x.shape)}.{hint}")
+    if axis == 1:
+        return [as_samples(x[:, c], f"{name}[:, {c}]") for c in range(x.shape[1])]
     return [as_samples(x[:, :, c], f"{name}[:, :, {c}]") for c in range(x.shape[2])]
 
 

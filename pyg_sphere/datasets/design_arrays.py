@@ -30,7 +30,8 @@ one-map collections) and ``[N, C]`` for several, e.g. the tomographic bins of
 ``simulate_fisher_maps(..., bins=smail_bins(C))`` read with ``ConvergenceMaps(root,
 field=tuple(range(C)))`` (and the observed channel, last, with ``observed_channel=True``). The
 tomographic summaries of :mod:`pyg_sphere.inference` take maps ``[m, C, N]``: summarise
-several channels with ``arrays.summarise(lambda x: summary(x.swapaxes(1, 2)))``.
+several channels with ``arrays.summarise(lambda x: summary(summary_layout(x)))``
+(:func:`~pyg_sphere.inference.summary_layout`).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from .summaries import (
     PeakCountSummary,
     PowerSpectrumSummary,
     Summary,
+    summary_layout,
 )
 from .tomographic_fisher import (
     TomographicPowerSpectrumSummary,
@@ -58,4 +59,5 @@ __all__ = [
     "gaussian_cross_cl_fisher",
     "tomographic_cl_derivatives",
     "tomographic_fisher_forecast",
+    "summary_layout",
 ]

@@ -38,6 +38,7 @@ import numpy as np
 
 from .._validate import check_int
 from ..baselines.features import (
+    as_channels,
     as_samples,
     check_patch_pixels,
     histogram,
@@ -55,7 +56,29 @@ __all__ = [
     "PeakCountSummary",
     "CombinedSummary",
     "NetworkSummary",
+    "summary_layout",
 ]
+
+
+def summary_layout(x) -> np.ndarray:
+    """Maps ``x`` ``[..., N, C]`` (the layout of the datasets, the streams and the networks) in
+    the layout of the summaries: ``[m, N]`` when ``C == 1``, ``[m, C, N]`` (bins first, as
+    ``n_bins=C`` summaries and :class:`~pyg_sphere.inference.TomographicPowerSpectrumSummary`
+    take them) otherwise, ``m`` the product of the leading dimensions. A view when it can be.
+
+    Example:
+        >>> summary_layout(np.zeros((2, 5, 48, 1))).shape  # 2 Fisher items, one channel
+        (10, 48)
+        >>> summary_layout(np.zeros((3, 48, 4))).shape  # 3 patches of 4 bins
+        (3, 4, 48)
+    """
+    if hasattr(x, "detach"):  # torch tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"maps must be [..., num_pixels, channels], got shape {tuple(x.shape)}")
+    n, c = x.shape[-2:]
+    return x.reshape(-1, n) if c == 1 else x.reshape(-1, n, c).transpose(0, 2, 1)
 
 
 class Summary(ABC):
@@ -159,7 +182,7 @@ def _as_bins(x, n_bins: int, name: str = "x") -> list:
             f"`{name}` must have shape [num_samples, n_bins, num_pixels] = [num_samples, {n_bins}, "
             f"num_pixels] (the tomographic bins as channels), got {tuple(x.shape)}.{hint}"
         )
-    return [np.ascontiguousarray(as_samples(x[:, c], f"{name}[:, {c}]")) for c in range(n_bins)]
+    return [np.ascontiguousarray(c) for c in as_channels(x, name, axis=1)]
 
 
 class _PerBinSummary(Summary):

@@ -125,8 +125,10 @@ class TomographicPowerSpectrumSummary(Summary):
             ``FisherStream.patch_pixels(0)``; ``None`` (default): full-sky maps.
         nest: full-sky maps are in NESTED ordering (default RING, as the simulator makes
             them). Patches (``pixels``) are always in the order of their nested ids.
-        iter: Jacobi iterations of ``map2alm`` (0 is enough for patches, which are not
-            band-limited: the refinement barely changes their pseudo-spectra).
+        iter: Jacobi iterations of ``map2alm``; default 3 for full-sky maps (healpy's, accurate
+            for band-limited maps) and 0 with ``pixels``, as
+            :class:`~pyg_sphere.inference.PowerSpectrumSummary` (a patch is not band-limited:
+            the refinement barely changes its pseudo-spectra and costs 4x).
         log: summarise :math:`\ln` of each bin (auto-spectra only make sense then; cross-
             spectra can be negative, so this needs positive cross-spectra).
 
@@ -155,7 +157,7 @@ class TomographicPowerSpectrumSummary(Summary):
         lmax=None,
         pixels=None,
         nest=False,
-        iter=3,
+        iter=None,
         log=False,
     ):
         super().__init__()
@@ -170,6 +172,8 @@ class TomographicPowerSpectrumSummary(Summary):
             bins = np.linspace(self.lmin, self.lmax + 1, check_int("bins", bins, 1) + 1)
             bins = np.unique(bins.round().astype(np.int64))
         self.edges = check_ell_bins(np.asarray(bins), self.lmax, "bins")
+        if iter is None:
+            iter = 3 if self.pixels is None else 0
         self.nest, self.iter, self.log = bool(nest), check_int("iter", iter, 0), bool(log)
         self.pairs = [(int(i), int(j)) for i, j in zip(*np.triu_indices(self.n_bins))]
 
@@ -178,8 +182,9 @@ class TomographicPowerSpectrumSummary(Summary):
         return self
 
     def __call__(self, x) -> np.ndarray:
-        """The summaries of maps ``x`` ``[num_samples, n_bins, 12 * nside**2]``:
-        float64 ``[num_samples, n_pairs * num_ell_bins]``."""
+        """The summaries of maps ``x`` ``[num_samples, n_bins, 12 * nside**2]`` (patches
+        ``[num_samples, n_bins, len(pixels)]`` with ``pixels``): float64 ``[num_samples,
+        n_pairs * num_ell_bins]``."""
         x = _as_maps(x, 3)
         if x.shape[1:] != (self.n_bins, self.num_pixels):
             what = "12 * nside**2" if self.pixels is None else "len(pixels)"

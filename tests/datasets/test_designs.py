@@ -368,14 +368,14 @@ def test_tomographic_fisher_variants_share_one_draw(tmp_path):
     np.testing.assert_array_equal(maps[0], read_columns(tmp_path / "b", rows[0]["file"])[0])
 
 
-def test_designs_without_bins_are_unchanged(tmp_path):
-    simulate_prior_maps(tmp_path / "a", 2, 8, seed=1, progress=False)
-    simulate_prior_maps(tmp_path / "b", 2, 8, seed=1, bins=None, progress=False)
-    for name in ("prior_00000.fits", "prior_00001.fits", "manifest.csv"):
-        a, b = (tmp_path / d / "raw" / name for d in "ab")
-        assert a.read_bytes() == b.read_bytes()
-    m, header = read(tmp_path / "a", "prior_00000.fits")
-    assert m.ndim == 1 and "NBINS" not in header and "KSHIFT" in header
+def test_designs_without_bins_hold_one_map_at_one_source_plane(tmp_path):
+    simulate_prior_maps(tmp_path, 2, 8, seed=1, progress=False)
+    theta = latin_hypercube(2, PRIOR_BOX, seed=1)
+    m, header = read(tmp_path, "prior_00001.fits")
+    assert m.ndim == 1 and "NBINS" not in header and "KSHIFT1" not in header
+    assert header["KSHIFT"] == pytest.approx(lognormal_shift(theta[1, 0]))
+    expected = simulate_cosmology_map(8, *theta[1], rng=map_rng(1, PRIOR_STREAM, 1))
+    np.testing.assert_array_equal(m, expected.astype(np.float32))
 
 
 @pytest.mark.parametrize("simulate", [simulate_prior_maps, simulate_fisher_maps])
