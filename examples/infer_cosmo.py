@@ -80,6 +80,7 @@ from pyg_sphere.datasets import (
     smail_bins,
 )
 from pyg_sphere.inference import (
+    CombinedSummary,
     HistogramSummary,
     NeuralPosterior,
     PeakCountSummary,
@@ -371,13 +372,10 @@ def apply(fn, x: np.ndarray) -> np.ndarray:
     return np.asarray(fn(summary_layout(x))).reshape(*x.shape[:-2], -1)
 
 
-def features_fn(summaries: dict):
-    """PS + histogram of patches (in the summaries' layout), the hybrid's appended features."""
-
-    def fn(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([summaries["power spectrum"](x), summaries["histogram"](x)], -1)
-
-    return fn
+def features_fn(summaries: dict) -> CombinedSummary:
+    """PS + histogram of patches (in the summaries' layout), the hybrid's appended features: a
+    picklable object, since the simulating loader workers are spawned processes."""
+    return CombinedSummary(summaries["power spectrum"], summaries["histogram"])
 
 
 # ----- networks --------------------------------------------------------------------------------

@@ -333,7 +333,8 @@ def test_infer_cosmo_tomographic(tmp_path):
     args = "--nside 16 --n-fisher 8 --n-val 4 --n-prior 16 --n-observed 24 --train-maps 4"
     args += " --epochs-first 1 --epochs 1 --hybrid-epochs 1 --noise 0 2 --channels 8 16"
     args = args.split() + ["--bins", 2, "--hybrid-batch-size", 40, "--bootstrap", 10]
-    args += ["--samples", 100, "--threads", 1, "--workers", 0, "--out", tmp_path / "run"]
+    # one simulating worker, a spawned process: the hybrid's features must pickle
+    args += ["--samples", 100, "--threads", 1, "--workers", 1, "--out", tmp_path / "run"]
     args += ["--docs", tmp_path / "page.md"]
     out = run_example("infer_cosmo.py", *args, cwd=tmp_path)
     state = json.loads((tmp_path / "run" / "results.json").read_text())
