@@ -34,7 +34,9 @@ stopped. At the end it prints the table and writes the page ``--docs`` and its f
         --n-observed 24 --train-maps 4 --epochs-first 1 --epochs 1 --hybrid-epochs 1 --noise 0 2 \\
         --channels 8 16 --out /tmp/infer --docs /tmp/infer/page.md
     python examples/infer_cosmo.py --accelerator gpu --nside 256 ...   # on a GPU
-    python examples/infer_cosmo.py --bins 4 --out runs/infer4 --docs runs/infer4/page.md
+    python examples/infer_cosmo.py --threads 1 --workers 1 --bins 4 --noise 0 --n-prior 400 \\
+        --n-observed 200 --train-maps 32 --epochs-first 40 --epochs 25 --hybrid-epochs 15 \\
+        --hybrid-batch-size 192 --out runs/infer_bins4 --docs docs/inference_tomographic.md
 
 **Tomographic maps.** With ``--bins C`` every map is ``C`` correlated convergence maps of
 source bins (a Smail n(z) split in ``C`` equipopulated bins,
@@ -46,6 +48,7 @@ auto- and cross-spectra of the bins
 (:class:`~pyg_sphere.inference.TomographicPowerSpectrumSummary`, ``--ps-bins`` multipole bins
 each) and one histogram and one peak count per bin; mode counting uses the analytic
 cross-spectrum Fisher matrix (:func:`~pyg_sphere.inference.tomographic_fisher_forecast`).
+The 4-bin run above wrote :doc:`/inference_tomographic`.
 
 This script takes too long to run for this page: its documented run wrote :doc:`/inference`,
 with this figure.
@@ -718,7 +721,8 @@ def write_page(results: dict, args, argv, path: str) -> None:
     r = results
     goals = "\n".join(f"- {line}" for line in goal_lines(results))
     first = next(iter(r["levels"].values()))
-    text = f"""# Parameter inference: information-maximising DeepSphere summaries
+    of_bins = f", {args.bins} tomographic bins" if args.bins else ""
+    text = f"""# Parameter inference: information-maximising DeepSphere summaries{of_bins}
 
 How much does one convergence patch tell about (Ωm, σ8), with which summary, and are the
 posteriors calibrated? Every row below comes from the same run and the same simulations.
