@@ -705,7 +705,9 @@ def plot_posteriors(results: dict, path: str) -> None:
         ax.set_ylabel(r"$\sigma_8$")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(
-        "Posteriors of one held-out fiducial patch (68%, 95%); dotted: 68% Fisher ellipses",
+        "Posteriors of one held-out fiducial patch (68%, 95%)"
+        + ("; " if len(keys) > 1 else "\n")  # one panel is too narrow for one line
+        + "dotted: 68% Fisher ellipses",
         fontsize=10,
     )
     fig.tight_layout()
