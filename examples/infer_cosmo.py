@@ -114,7 +114,7 @@ SUMMARIES = CLASSICAL + tuple(COMBINED) + NETWORKS
 #: Summaries whose posteriors are estimated and tested.
 POSTERIORS = ("power spectrum", "PS + histogram", "DeepSphere", "hybrid")
 #: Seeds of the sets: distinct SeedSequence nodes, so no set shares a map with another.
-SEEDS = {"fisher": 101, "val": 102, "train": 103, "prior": 104, "observed": 105, "scale": 106}
+SEEDS = {"fisher": 101, "val": 102, "train": 103, "prior": 104, "observed": 105}
 LEVELS = (0.68, 0.95)
 #: The settings that runs made before the tomographic options had, without saying so.
 LEGACY_SETTINGS = {"bins": 0, "sigma_e": None, "n_gal": None, "ps_bins": 10, "hist_bins": 16}
@@ -279,15 +279,10 @@ def map_options(kind: str, args) -> dict:
 
 def input_scale(kind: str, args):
     """The networks' input unit: the std of noiseless fiducial patches, one per bin with
-    ``--bins`` (a lens bin at low redshift has several times less signal than the last bin),
-    measured on realisations of their own (seed ``SEEDS['scale']``)."""
-    if not args.bins:
-        return fiducial_patch_std(args.nside, gaussian=kind == "gaussian")
-    stream = FisherStream(
-        **map_options(kind, args), num_maps=8, seed=SEEDS["scale"], evaluation=True
-    )
-    x = np.stack([item["x"][0].numpy() for item in stream])  # [n, N, C]
-    return x.std(axis=(0, 1), dtype=np.float64).tolist()
+    ``--bins`` (a low-redshift bin has several times less signal than the last one)."""
+    bins = smail_bins(args.bins) if args.bins else None
+    scale = fiducial_patch_std(args.nside, gaussian=kind == "gaussian", bins=bins)
+    return scale if bins is None else scale.tolist()
 
 
 def collect(stream) -> dict:

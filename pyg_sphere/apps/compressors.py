@@ -177,7 +177,9 @@ class _Compressor(pl.LightningModule):
     def __init__(self, model_config: dict, model_class: str, input_scale) -> None:
         super().__init__()
         self.model = build_model(model_class, model_config)
-        self._input_scale = _check_input_scale(input_scale, int(model_config["in_channels"]))
+        scale = _check_input_scale(input_scale, int(model_config["in_channels"]))
+        # A buffer follows the module to its device; not persistent: the hparams hold it.
+        self.register_buffer("_input_scale", scale, persistent=False)
         self.history: list[dict] = []
         self._epoch_start = time.perf_counter()
         self._train_losses: list[float] = []
@@ -190,7 +192,7 @@ class _Compressor(pl.LightningModule):
         return torch.cat([s, self._standardised(features)], dim=-1)
 
     def _scaled(self, x: torch.Tensor) -> torch.Tensor:
-        return x / self._input_scale.to(x.device, x.dtype)
+        return x / self._input_scale.to(x.dtype)
 
     def _network(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self._scaled(x))

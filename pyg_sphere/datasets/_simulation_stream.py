@@ -224,7 +224,8 @@ def fiducial_patch_std(
     smoothing_arcmin: Optional[float] = None,
     lmax: Optional[int] = None,
     seed: int = 0,
-) -> float:
+    bins=None,
+):
     r"""The standard deviation of noiseless fiducial patches: the unit of the streams' noise.
 
     One noise unit for every cosmology (the convention of ``examples/infer_cosmo.py``) makes the
@@ -245,9 +246,12 @@ def fiducial_patch_std(
         smoothing_arcmin: FWHM of the Gaussian smoothing, as the streams' option.
         lmax: band limit (default ``3 * nside - 1``).
         seed: seed of the maps (default 0: one value per set of options).
+        bins: tomographic source bins (e.g. ``smail_bins(4)``): the standard deviation of each
+            bin's maps, as the streams with ``bins=`` serve them (a network's input scale per
+            channel; their noise is in physical units instead).
 
     Returns:
-        The standard deviation, a positive float.
+        The standard deviation, a positive float; with ``bins``, float64 ``[n_bins]``.
 
     Example:
         >>> round(fiducial_patch_std(16, n_maps=2), 5)
@@ -267,6 +271,13 @@ def fiducial_patch_std(
             f"fiducial must be two numbers (omega_m, sigma_8), got {fiducial!r}"
         ) from None
     maps = _Maps(nside, lmax, gaussian, smoothing_arcmin, 1, np.arange(12))
+    if bins is not None:
+        bins = _check_bins(bins)
+        spectrum = maps.bins_spectrum(om, s8, bins)
+        values = np.empty((n_maps, 12, nside**2, bins.n_bins), dtype=np.float32)
+        for i in range(n_maps):
+            maps.bins_patches_of(map_rng(seed, FISHER_STREAM, i), spectrum, values[i])
+        return values.astype(np.float64).std(axis=(0, 1, 2))
     spectrum = maps.spectrum(om, s8)
     values = np.empty((n_maps, 12, nside**2), dtype=np.float32)
     for i in range(n_maps):

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from pyg_sphere.datasets import (
     FisherStream,
     PriorStream,
+    fiducial_patch_std,
     simulate_tomographic_maps,
     smail_bins,
 )
@@ -160,3 +161,18 @@ def test_bad_bin_options_are_refused_with_the_reason(kwargs, error, match):
     for cls in (FisherStream, PriorStream):
         with pytest.raises(error, match=match):
             cls(NSIDE, num_maps=1, **kwargs)
+
+
+def test_fiducial_patch_std_of_each_bin():
+    """The input unit of tomographic maps: the std of each bin's noiseless fiducial maps, as
+    the simulator makes them (float32, mean removed)."""
+    bins = smail_bins(2)
+    std = fiducial_patch_std(8, n_maps=2, bins=bins, seed=3)
+    maps = []
+    for i in range(2):
+        m = simulate_tomographic_maps(8, 0.31, 0.82, bins, rng=map_rng(3, FISHER_STREAM, i))
+        m = m.astype(np.float32).astype(np.float64)
+        maps.append(m - m.mean(axis=1, keepdims=True))
+    expected = np.concatenate(maps, axis=1).std(axis=1)
+    assert std.shape == (2,) and std[0] < std[1]  # the nearer bin has less lensing
+    np.testing.assert_allclose(std, expected, rtol=1e-5)
